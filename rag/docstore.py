@@ -1,0 +1,128 @@
+"""SQLite store of documents and chunks, keyed by the int64 ids the vector index uses."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from rag.chunking import Chunk
+from rag.documents import Document
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    doc_id TEXT PRIMARY KEY, title TEXT NOT NULL, text TEXT NOT NULL, source TEXT NOT NULL,
+    published TEXT NOT NULL, metadata TEXT NOT NULL, sha256 TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY, chunk_id TEXT NOT NULL UNIQUE,
+    doc_id TEXT NOT NULL REFERENCES documents(doc_id) ON DELETE CASCADE,
+    ordinal INTEGER NOT NULL, start INTEGER NOT NULL, "end" INTEGER NOT NULL,
+    text TEXT NOT NULL, n_tokens INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
+"""
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    """A chunk as stored, with its vector id and its document's title."""
+
+    id: int
+    chunk: Chunk
+    title: str
+
+
+class DocStore:
+    """Documents and chunks in one SQLite file. Thread-safe for the server's readers."""
+
+    def __init__(self, path: Path, readonly: bool = False):
+        self.path = path
+        uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
+        self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        if not readonly:
+            self._conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # ---- writes (ingest only) -------------------------------------------------------------
+    def apply(self, removed: Iterable[str], documents: list[Document], chunks: list[tuple[int, Chunk]]) -> None:
+        """Delete ``removed`` doc_ids (with their chunks) and upsert ``documents`` in one transaction."""
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN")
+            try:
+                for doc_id in removed:
+                    cur.execute("DELETE FROM chunks WHERE doc_id = ?", (doc_id,))
+                    cur.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
+                cur.executemany(
+                    "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(d.doc_id, d.title, d.text, d.source, d.published,
+                      json.dumps(d.metadata, ensure_ascii=False), d.sha256) for d in documents])
+                cur.executemany(
+                    "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(i, c.chunk_id, c.doc_id, c.ordinal, c.start, c.end, c.text, c.n_tokens)
+                     for i, c in chunks])
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+
+    # ---- reads ----------------------------------------------------------------------------
+    def _rows(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
+
+    def hashes(self) -> dict[str, str]:
+        return dict(self._rows("SELECT doc_id, sha256 FROM documents"))
+
+    def chunk_ids_of(self, doc_ids: Iterable[str]) -> list[int]:
+        ids: list[int] = []
+        for doc_id in doc_ids:
+            ids.extend(r[0] for r in self._rows("SELECT id FROM chunks WHERE doc_id = ?", (doc_id,)))
+        return ids
+
+    def counts(self) -> tuple[int, int]:
+        (docs,), = self._rows("SELECT COUNT(*) FROM documents")
+        (chunks,), = self._rows("SELECT COUNT(*) FROM chunks")
+        return docs, chunks
+
+    def chunks_by_ids(self, ids: list[int]) -> dict[int, StoredChunk]:
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self._rows(
+            f'SELECT c.id, c.chunk_id, c.doc_id, c.ordinal, c.start, c."end", c.text, c.n_tokens, d.title '
+            f"FROM chunks c JOIN documents d USING (doc_id) WHERE c.id IN ({marks})", tuple(ids))
+        return {r[0]: StoredChunk(r[0], Chunk(*r[1:8]), r[8]) for r in rows}
+
+    def chunk_neighbours(self, doc_id: str, ordinal: int) -> list[StoredChunk]:
+        rows = self._rows(
+            'SELECT c.id, c.chunk_id, c.doc_id, c.ordinal, c.start, c."end", c.text, c.n_tokens, d.title '
+            "FROM chunks c JOIN documents d USING (doc_id) WHERE c.doc_id = ? AND c.ordinal BETWEEN ? AND ? "
+            "ORDER BY c.ordinal", (doc_id, ordinal - 1, ordinal + 1))
+        return [StoredChunk(r[0], Chunk(*r[1:8]), r[8]) for r in rows]
+
+    def iter_chunk_texts(self) -> Iterator[tuple[int, str, str]]:
+        """(id, title, text) of every chunk in id order, for building the lexical index."""
+        yield from self._rows(
+            "SELECT c.id, d.title, c.text FROM chunks c JOIN documents d USING (doc_id) ORDER BY c.id")
+
+    def document(self, doc_id: str) -> Document | None:
+        rows = self._rows("SELECT doc_id, title, text, source, published, metadata FROM documents "
+                          "WHERE doc_id = ?", (doc_id,))
+        if not rows:
+            return None
+        r = rows[0]
+        return Document(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]))
+
+    def documents(self, offset: int = 0, limit: int = 100) -> list[dict]:
+        rows = self._rows(
+            "SELECT d.doc_id, d.title, d.source, d.published, LENGTH(d.text), "
+            "(SELECT COUNT(*) FROM chunks c WHERE c.doc_id = d.doc_id) FROM documents d "
+            "ORDER BY d.doc_id LIMIT ? OFFSET ?", (limit, offset))
+        return [{"doc_id": r[0], "title": r[1], "source": r[2], "published": r[3], "chars": r[4],
+                 "chunks": r[5]} for r in rows]

@@ -1,0 +1,156 @@
+"""Incremental ingest: load → diff by content hash → chunk + embed what changed → publish."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from rag.chunking import ENCODING_NAME, Chunk, Chunker
+from rag.docstore import DocStore
+from rag.documents import Document, Skipped, load_documents
+from rag.embedding import Embedder
+from rag.index import (BM25_DIR, DOCSTORE, FORMAT_VERSION, VECTORS, Index, IndexIncompatible,
+                       IndexNotFound, Manifest, current_generation, ingest_lock, new_vector_index,
+                       next_generation_name, publish, staging_dir)
+from rag.lexical import LexicalIndex
+
+EMBED_GROUP = 256  # texts per encode call: big enough to sort by length, small enough for progress
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class IngestReport:
+    """What an ingest did, for the one-line summary and for tests."""
+
+    index: str = ""
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    removed: list[str] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    chunks_embedded: int = 0
+    chunks_removed: int = 0
+    chunks_total: int = 0
+    documents_total: int = 0
+    seconds: float = 0.0
+    embed_seconds: float = 0.0
+    rebuilt: str = ""
+    published: bool = False
+
+    def summary(self) -> str:
+        line = (f"{self.documents_total} documents, {self.chunks_total} chunks in {self.index}: "
+                f"{len(self.added)} added, {len(self.updated)} updated, {self.unchanged} unchanged, "
+                f"{len(self.removed)} removed, {len(self.skipped)} skipped; "
+                f"{self.chunks_embedded} chunks embedded, {self.chunks_removed} removed; {self.seconds:.1f}s")
+        return line + (f" (full rebuild: {self.rebuilt})" if self.rebuilt else "")
+
+
+def chunker_settings(chunker: Chunker) -> dict:
+    return {"encoding": ENCODING_NAME, "max_tokens": chunker.max_tokens,
+            "overlap_tokens": chunker.overlap_tokens, "model_max_tokens": chunker.model_max_tokens}
+
+
+def _previous(root: Path, embedder: Embedder, chunker: Chunker, rebuild: bool) -> tuple[Index | None, str]:
+    """The live index to update incrementally, or None (with the reason) to build from scratch."""
+    if rebuild:
+        return None, "requested"
+    try:
+        index = Index.open(root, model=embedder.model_id, readonly=True)
+    except IndexNotFound:
+        return None, ""
+    except IndexIncompatible as exc:
+        return None, str(exc).split(":")[0]
+    if index.manifest.chunker != chunker_settings(chunker):
+        index.close()
+        return None, "chunker settings changed"
+    return index, ""
+
+
+def _embed(embedder: Embedder, chunks: list[Chunk], batch_size: int,
+           progress: ProgressFn | None, report: IngestReport) -> np.ndarray:
+    vectors = np.zeros((len(chunks), embedder.dimension), dtype=np.float32)
+    for start in range(0, len(chunks), EMBED_GROUP):
+        group = chunks[start:start + EMBED_GROUP]
+        t0 = time.perf_counter()
+        vectors[start:start + len(group)] = embedder.encode([c.text for c in group], batch_size=batch_size)
+        report.embed_seconds += time.perf_counter() - t0
+        if progress:
+            progress(start + len(group), len(chunks))
+    return vectors
+
+
+def ingest(paths: list[Path], root: Path, embedder: Embedder, chunker: Chunker, *, batch_size: int = 16,
+           rebuild: bool = False, progress: ProgressFn | None = None) -> IngestReport:
+    """Bring the index at ``root`` in line with the documents under ``paths``.
+
+    Only documents whose content hash changed are chunked and embedded; documents no longer present
+    are removed. The new generation is published atomically; on any error the old one stays live.
+    """
+    started = time.perf_counter()
+    report = IngestReport(index=str(root))
+    with ingest_lock(root):
+        docs, report.skipped = load_documents(paths)
+        previous, report.rebuilt = _previous(root, embedder, chunker, rebuild)
+        old_hashes = previous.docstore.hashes() if previous else {}
+        current = {d.doc_id: d for d in docs}
+        report.added = [d.doc_id for d in docs if d.doc_id not in old_hashes]
+        report.updated = [d.doc_id for d in docs if d.doc_id in old_hashes and old_hashes[d.doc_id] != d.sha256]
+        report.removed = [doc_id for doc_id in old_hashes if doc_id not in current]
+        report.unchanged = len(docs) - len(report.added) - len(report.updated)
+        if previous and not (report.added or report.updated or report.removed):
+            report.documents_total, report.chunks_total = previous.docstore.counts()
+            previous.close()
+            report.seconds = time.perf_counter() - started
+            return report
+        changed = [current[d] for d in report.added + report.updated]
+        _write_generation(root, previous, changed, report, embedder, chunker, batch_size, progress)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _write_generation(root: Path, previous: Index | None, changed: list[Document], report: IngestReport,
+                      embedder: Embedder, chunker: Chunker, batch_size: int,
+                      progress: ProgressFn | None) -> None:
+    chunks = [c for doc in changed for c in chunker.chunk(doc)]
+    vectors = _embed(embedder, chunks, batch_size, progress, report)
+    staging = staging_dir(root)
+    try:
+        if previous:
+            shutil.copy2(previous.generation / DOCSTORE, staging / DOCSTORE)
+            index = faiss.clone_index(previous.vectors)
+            first_id = previous.manifest.next_id
+            stale_ids = previous.docstore.chunk_ids_of(report.updated + report.removed)
+            previous.close()
+        else:
+            index, first_id, stale_ids = new_vector_index(embedder.dimension), 0, []
+        ids = np.arange(first_id, first_id + len(chunks), dtype=np.int64)
+        store = DocStore(staging / DOCSTORE)
+        store.apply(report.updated + report.removed, changed, list(zip(ids.tolist(), chunks)))
+        if stale_ids:
+            index.remove_ids(np.asarray(stale_ids, dtype=np.int64))
+        if len(chunks):
+            index.add_with_ids(vectors, ids)
+        faiss.write_index(index, str(staging / VECTORS))
+        rows = list(store.iter_chunk_texts())
+        LexicalIndex.build([r[0] for r in rows], [f"{r[1]}\n{r[2]}" for r in rows]).save(staging / BM25_DIR)
+        report.documents_total, report.chunks_total = store.counts()
+        store.close()
+        report.chunks_embedded, report.chunks_removed = len(chunks), len(stale_ids)
+        name = next_generation_name(root)
+        Manifest(format_version=FORMAT_VERSION, model=embedder.model_id, dimension=embedder.dimension,
+                 chunker=chunker_settings(chunker), documents=report.documents_total,
+                 chunks=report.chunks_total, next_id=int(first_id + len(chunks)),
+                 built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), generation=name).write(staging)
+        publish(root, staging, name)
+        report.published = True
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+

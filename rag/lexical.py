@@ -1,0 +1,56 @@
+"""BM25 over chunks (bm25s), built at ingest time and saved beside the vectors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import bm25s
+import numpy as np
+import Stemmer
+from bm25s.tokenization import Tokenizer
+
+
+def _tokenizer() -> Tokenizer:
+    return Tokenizer(stemmer=Stemmer.Stemmer("english"), stopwords="en")
+
+
+class LexicalIndex:
+    """BM25 scores for chunk ids. Row ``i`` of the BM25 matrix is chunk id ``ids[i]``."""
+
+    def __init__(self, bm25: bm25s.BM25, tokenizer: Tokenizer, ids: np.ndarray):
+        self.bm25, self.tokenizer, self.ids = bm25, tokenizer, ids
+
+    @classmethod
+    def build(cls, ids: list[int], texts: list[str]) -> LexicalIndex:
+        tokenizer = _tokenizer()
+        tokens = tokenizer.tokenize(texts, update_vocab=True, return_as="ids", show_progress=False)
+        bm25 = bm25s.BM25()
+        bm25.index(tokens, show_progress=False)
+        return cls(bm25, tokenizer, np.asarray(ids, dtype=np.int64))
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.bm25.save(str(folder))
+        self.tokenizer.save_vocab(str(folder))
+        np.save(folder / "ids.npy", self.ids)
+        (folder / "tokenizer.json").write_text(json.dumps({"stemmer": "english", "stopwords": "en"}))
+
+    @classmethod
+    def load(cls, folder: Path) -> LexicalIndex:
+        tokenizer = _tokenizer()
+        tokenizer.load_vocab(str(folder))
+        return cls(bm25s.BM25.load(str(folder), mmap=False), tokenizer, np.load(folder / "ids.npy"))
+
+    def search(self, query: str, k: int) -> list[tuple[int, float]]:
+        """Top-k (chunk id, BM25 score) pairs with a positive score, best first."""
+        if len(self.ids) == 0:
+            return []
+        tokens = self.tokenizer.tokenize([query], update_vocab=False, return_as="ids", show_progress=False)
+        if not tokens or not tokens[0]:
+            return []
+        scores = self.bm25.get_scores(tokens[0])
+        k = min(k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [(int(self.ids[i]), float(scores[i])) for i in top if scores[i] > 0]

