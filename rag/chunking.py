@@ -129,7 +129,7 @@ class Chunker:
     def _split_long(self, text: str, span: Span) -> list[Span]:
         """Halve a span at the whitespace nearest its middle until each half fits the window."""
         start, end = span
-        if end - start <= 1 or self.count(text[start:end]) <= self.max_tokens:
+        if end - start <= 1 or self._piece_fits(text[start:end]):
             return [span]
         mid = (start + end) // 2
         gaps = [m.start() for m in re.finditer(r"\s+", text[start:end])]
@@ -139,6 +139,15 @@ class Chunker:
         # Never cut inside a surrogate-free code point: Python str indices are code points already.
         halves = [_strip(text, start, cut), _strip(text, cut, end)]
         return [piece for half in halves if half for piece in self._split_long(text, half)]
+
+    def _piece_fits(self, piece: str) -> bool:
+        n = self.count(piece)
+        if n > self.max_tokens:
+            return False
+        # A wordpiece covers at least one character, so short pieces need no model tokenizer call.
+        if self.model_token_count is None or len(piece) <= self.model_max_tokens:
+            return True
+        return self.model_token_count(piece) <= self.model_max_tokens
 
     def _pack(self, counts: list[int]) -> list[tuple[int, int]]:
         """Greedy windows of piece indices [first, last], with trailing-sentence overlap."""
@@ -166,7 +175,7 @@ class Chunker:
         first, last = window
         if self.model_token_count(text[pieces[first][0]:pieces[last][1]]) <= self.model_max_tokens:
             return [window]
-        if first == last:
-            raise ValueError("a single piece exceeds the model limit; lower chunk_tokens")
+        if first == last:  # _split_long already made every piece fit the model
+            return [window]
         mid = (first + last) // 2
         return self._fit_model(text, pieces, (first, mid)) + self._fit_model(text, pieces, (mid + 1, last))

@@ -120,3 +120,131 @@ def stats(index: IndexOpt = None) -> None:
         _fail(str(exc))
     data = dict(idx.manifest.__dict__, index=str(settings.index_dir), size_bytes=idx.size_bytes())
     print(json.dumps(data, indent=2))
+
+
+def _answerer(settings: Settings):
+    from rag.generation import GeneratorUnavailable
+    from rag.index import IndexIncompatible, IndexNotFound
+    from rag.pipeline import build_answerer, build_embedder
+
+    embedder = build_embedder(settings)
+    try:
+        return build_answerer(settings, embedder)
+    except (IndexNotFound, IndexIncompatible, GeneratorUnavailable) as exc:
+        _fail(str(exc))
+
+
+def _print_answer(answer) -> None:
+    style = "yellow" if answer.abstained else "bold"
+    out.print(f"[{style}]{answer.answer}[/]", highlight=False)
+    if answer.citations:
+        out.print("\n[dim]Closest passages (they do not answer it):[/]" if answer.abstained else "\n[dim]Sources:[/]")
+    for c in answer.citations:
+        quote = " ".join(c.text.split())
+        quote = quote if len(quote) <= 240 else quote[:237] + "…"
+        out.print(f"  [{c.n}] [bold]{c.title}[/] [dim]({c.doc_id} {c.start}:{c.end})[/]", highlight=False)
+        out.print(f"      “{quote}”", highlight=False, markup=False)
+
+
+@app.command()
+def ask(question: str, index: IndexOpt = None, k: Annotated[Optional[int], typer.Option("-k")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the /api/answer object.")] = False) -> None:
+    """Answer QUESTION from the indexed articles, with cited sources."""
+    from rag.generation import GeneratorUnavailable
+
+    if not question.strip():
+        _fail("the question is empty")
+    answerer = _answerer(_settings(index))
+    try:
+        answer = answerer.answer(question, top_k=k)
+    except GeneratorUnavailable as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        _print_answer(answer)
+
+
+@app.command()
+def chat(index: IndexOpt = None) -> None:
+    """A terminal conversation that keeps history (empty line or Ctrl-D to quit)."""
+    from rag.generation import GeneratorUnavailable, Turn
+
+    answerer = _answerer(_settings(index))
+    history: list[Turn] = []
+    out.print("[dim]Ask about the articles. Follow-up questions use the conversation. Empty line quits.[/]")
+    while True:
+        try:
+            question = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            break
+        if not question:
+            break
+        try:
+            answer = answerer.answer(question, history)
+        except GeneratorUnavailable as exc:
+            err.print(f"[red]{exc}[/]", highlight=False)
+            continue
+        if answer.standalone_question != question:
+            out.print(f"[dim](searching for: {answer.standalone_question})[/]", highlight=False)
+        _print_answer(answer)
+        history += [Turn("user", question), Turn("assistant", answer.answer)]
+
+
+@app.command("eval")
+def eval_(files: Annotated[Optional[list[Path]], typer.Argument(help="Question files [default: eval/*.jsonl].")] = None,
+          index: IndexOpt = None,
+          report: Annotated[Optional[Path], typer.Option("--report", help="Report folder [default: eval/reports].")] = None,
+          check: Annotated[bool, typer.Option("--check", help="Exit 1 when a metric misses its threshold.")] = False,
+          compare: Annotated[Optional[tuple[Path, Path]], typer.Option("--compare", help="Compare two report JSONs.")] = None,
+          plot: Annotated[bool, typer.Option(help="Write a PNG of accuracy by type and latency.")] = True,
+          calibrate_: Annotated[bool, typer.Option("--calibrate", help="Sweep the abstention threshold.")] = False) -> None:
+    """Score the eval question set: retrieval, answers, citations, abstention, latency."""
+    from datetime import datetime
+
+    from rag import evaluation as ev
+
+    if compare:
+        a, b = (json.loads(p.read_text(encoding="utf-8")) for p in compare)
+        print(ev.compare(a, b))
+        return
+    settings = _settings(index)
+    if calibrate_:
+        settings = settings.model_copy(update={"abstain_threshold": -1.0})
+    files = files or sorted((Path(__file__).resolve().parent.parent / "eval").glob("*.jsonl"))
+    try:
+        cases = ev.load_cases(files)
+    except (OSError, ValueError, KeyError) as exc:
+        _fail(f"cannot read the question set: {exc}")
+    answerer = _answerer(settings)
+    rows = ev.Evaluator(answerer).run(cases)
+    if calibrate_:
+        best, sweep = ev.calibrate(rows)
+        print(f"{'threshold':>9} {'accuracy':>9} {'abst.recall':>11} {'false abst.':>11}")
+        for t, acc, rec, false in sweep:
+            print(f"{t:>9} {acc:>9} {rec:>11} {false:>11}{'  <- best' if t == best else ''}")
+        return
+    data = ev.build_report(rows, answerer, files)
+    folder = report or settings.eval_reports_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = datetime.now().strftime("%Y%m%d-%H%M%S")
+    plot_name = f"{stem}.png" if plot and ev.write_plot(data, folder / f"{stem}.png") else None
+    (folder / f"{stem}.json").write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    (folder / f"{stem}.md").write_text(ev.markdown_report(data, plot_name), encoding="utf-8")
+    from rich.table import Table
+
+    table = Table(title=f"rag eval: {len(rows)} questions, generator {answerer.generator.name}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in data["metrics"].items():
+        table.add_row(name, str(value))
+    out.print(table)
+    out.print(f"report: {folder / stem}.json / .md", highlight=False)
+    if check:
+        thresholds = json.loads(settings.eval_thresholds.read_text(encoding="utf-8"))
+        problems = ev.check(data["metrics"], thresholds)
+        for p in problems:
+            err.print(f"[red]below threshold:[/] {p}", highlight=False)
+        if problems:
+            raise typer.Exit(1)
+        out.print(f"all {len(thresholds)} thresholds met")

@@ -172,6 +172,14 @@ def next_generation_name(root: Path) -> str:
     return f"gen-{max(numbers, default=0) + 1:06d}"
 
 
+def swap_current(root: Path, name: str) -> None:
+    """Point CURRENT at generation ``name`` in one atomic rename."""
+    tmp = root / f"{CURRENT}.tmp"
+    _write_durably(tmp, name.encode("utf-8"))
+    os.replace(tmp, root / CURRENT)
+    _fsync_dir(root)
+
+
 def publish(root: Path, staging: Path, name: str, keep: int = 2) -> Path:
     """Make ``staging`` the live generation ``name``: fsync, rename, swap CURRENT atomically."""
     for path in staging.rglob("*"):
@@ -181,10 +189,11 @@ def publish(root: Path, staging: Path, name: str, keep: int = 2) -> Path:
     _fsync_dir(staging)
     final = root / name
     os.replace(staging, final)
-    tmp = root / f"{CURRENT}.tmp"
-    _write_durably(tmp, name.encode("utf-8"))
-    os.replace(tmp, root / CURRENT)
-    _fsync_dir(root)
+    try:
+        swap_current(root, name)
+    except BaseException:
+        shutil.rmtree(final, ignore_errors=True)
+        raise
     # Keep the previous generation too: a server that opened it before the swap keeps reading it.
     generations = sorted(p for p in root.glob("gen-*") if p.is_dir())
     for old in generations[:-keep]:

@@ -20,6 +20,21 @@ class LexicalIndex:
 
     def __init__(self, bm25: bm25s.BM25, tokenizer: Tokenizer, ids: np.ndarray):
         self.bm25, self.tokenizer, self.ids = bm25, tokenizer, ids
+        self._df: dict[str, int] | None = None
+
+    def idf(self, stem: str) -> float:
+        """BM25's idf of a stemmed term over chunks; a term the corpus lacks gets the highest idf."""
+        if self._df is None:
+            indptr = np.asarray(self.bm25.scores["indptr"])
+            columns = self.bm25.vocab_dict
+            self._df = {}
+            for term, sid in self.tokenizer.stem_to_sid.items():
+                col = columns.get(str(sid), columns.get(sid))
+                if col is not None and col + 1 < len(indptr):
+                    self._df[term] = int(indptr[col + 1] - indptr[col])
+        n = max(len(self.ids), 1)
+        df = self._df.get(stem, 0)
+        return float(np.log(1 + (n - df + 0.5) / (df + 0.5)))
 
     @classmethod
     def build(cls, ids: list[int], texts: list[str]) -> LexicalIndex:

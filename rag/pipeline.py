@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rag.answering import Answerer
 from rag.chunking import Chunker
+from rag.citations import CitationVerifier
 from rag.embedding import Embedder, SentenceTransformerEmbedder
+from rag.evidence import EvidenceScorer
+from rag.followup import Condenser
+from rag.generation import Generator
+from rag.generation.extractive import ExtractiveGenerator
 from rag.index import Index
+from rag.prompts import PromptLibrary
 from rag.retrieval import IndexRetriever
 from rag.settings import Settings
 
@@ -23,3 +30,28 @@ def build_chunker(settings: Settings, embedder: Embedder) -> Chunker:
 def open_retriever(settings: Settings, embedder: Embedder, index_dir: Path | None = None) -> IndexRetriever:
     index = Index.open(index_dir or settings.index_dir, model=embedder.model_id)
     return IndexRetriever(index, embedder, settings)
+
+
+def build_generator(settings: Settings, prompts: PromptLibrary) -> Generator:
+    """The generator the settings name; LLM backends are imported only when chosen."""
+    if settings.generator == "openai":
+        from rag.generation.openai_compat import OpenAIGenerator
+
+        return OpenAIGenerator(settings.openai_base_url, settings.openai_model, settings.openai_api_key, prompts,
+                               settings.openai_timeout_s, settings.openai_retries, settings.max_new_tokens)
+    if settings.generator == "llamacpp":
+        from rag.generation.llamacpp import LlamaCppGenerator
+
+        return LlamaCppGenerator(prompts, settings.llamacpp_model_path, settings.max_new_tokens)
+    return ExtractiveGenerator(settings.max_answer_sentences)
+
+
+def build_answerer(settings: Settings, embedder: Embedder, retriever: IndexRetriever | None = None,
+                   generator: Generator | None = None) -> Answerer:
+    prompts = PromptLibrary(settings.prompts_dir)
+    generator = generator or build_generator(settings, prompts)
+    retriever = retriever or open_retriever(settings, embedder)
+    writer = None if isinstance(generator, ExtractiveGenerator) else generator
+    scorer = EvidenceScorer(embedder, idf=retriever.index.lexical.idf)
+    verifier = CitationVerifier(embedder, settings.support_threshold, vectors=scorer.vectors)
+    return Answerer(retriever, generator, settings, Condenser(prompts, writer), verifier, scorer)

@@ -49,7 +49,7 @@ class Settings(BaseSettings):
 
     # Answering
     generator: Literal["extractive", "openai", "llamacpp"] = "extractive"
-    abstain_threshold: float = Field(0.35, description="Min. evidence score to answer (see eval/CALIBRATION.md).")
+    abstain_threshold: float = Field(0.49, description="Min. evidence score to answer (see eval/CALIBRATION.md).")
     support_threshold: float = Field(0.45, description="Min. support for an LLM sentence to keep it.")
     context_tokens: int = Field(1500, ge=100, description="Token budget for passages in a prompt.")
     max_answer_sentences: int = Field(3, ge=1, le=10)

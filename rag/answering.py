@@ -1,0 +1,136 @@
+"""Question (+ history) → grounded answer: condense, retrieve, weigh evidence, generate, verify."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from rag.chunking import get_encoding
+from rag.citations import Citation, CitationVerifier
+from rag.evidence import Evidence, EvidenceScorer
+from rag.followup import Condenser
+from rag.generation import AnswerContext, Generator, Turn
+from rag.prompts import pack_passages
+from rag.retrieval import IndexRetriever, Passage
+from rag.settings import Settings
+
+ABSTAIN_TEXT = "The articles don't cover this: I found nothing in them that answers the question."
+CLOSEST_PASSAGES = 2
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The /api/answer response object (DESIGN.md "HTTP contract")."""
+
+    answer: str
+    abstained: bool
+    citations: list[Citation]
+    generator: str
+    timings_ms: dict[str, float]
+    standalone_question: str = ""
+    abstain_reason: str = ""
+    evidence_score: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"answer": self.answer, "abstained": self.abstained,
+                "citations": [c.to_dict() for c in self.citations], "generator": self.generator,
+                "timings_ms": self.timings_ms, "standalone_question": self.standalone_question,
+                "abstain_reason": self.abstain_reason, "evidence_score": self.evidence_score}
+
+
+@dataclass
+class _Run:
+    """State of one answer in progress."""
+
+    question: str
+    standalone: str = ""
+    passages: list[Passage] = field(default_factory=list)
+    evidence: Evidence | None = None
+    abstain_reason: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+
+class Answerer:
+    """The answer pipeline; one per process, shared by the CLI, the API and the eval harness."""
+
+    def __init__(self, retriever: IndexRetriever, generator: Generator, settings: Settings,
+                 condenser: Condenser, verifier: CitationVerifier, scorer: EvidenceScorer):
+        self.retriever, self.generator, self.settings = retriever, generator, settings
+        self.condenser, self.verifier, self.scorer = condenser, verifier, scorer
+        self.encoding = get_encoding()
+
+    def _prepare(self, question: str, history: list[Turn], top_k: int | None) -> _Run:
+        run = _Run(question=question.strip())
+        t0 = time.perf_counter()
+        run.standalone = self.condenser.condense(run.question, history)
+        t1 = time.perf_counter()
+        qvec = self.retriever.embedder.encode_query(run.standalone)
+        found = self.retriever.search_vector(run.standalone, qvec, top_k or self.settings.top_k)
+        run.passages = pack_passages(found, self.settings.context_tokens, self.encoding)
+        t2 = time.perf_counter()
+        run.evidence = self.scorer.score(run.standalone, qvec, run.passages)
+        run.timings = {"condense": _ms(t1 - t0), "retrieve": _ms(t2 - t1), "evidence": _ms(time.perf_counter() - t2)}
+        if not run.passages:
+            run.abstain_reason = "no passages retrieved"
+        elif run.evidence.missing_entities:
+            run.abstain_reason = f"not in the articles: {', '.join(run.evidence.missing_entities)}"
+        elif run.evidence.best < self.settings.abstain_threshold:
+            run.abstain_reason = f"evidence {run.evidence.best:.2f} < threshold {self.settings.abstain_threshold}"
+        return run
+
+    def _context(self, run: _Run, history: list[Turn]) -> AnswerContext:
+        return AnswerContext(run.standalone, run.passages, history, run.evidence)
+
+    def _finish(self, run: _Run, draft: str, t_gen: float) -> Answer:
+        text, citations = ("", []) if run.abstain_reason else self.verifier.verify(draft, run.passages)
+        run.timings["generate"] = _ms(t_gen)
+        if not text:
+            run.abstain_reason = run.abstain_reason or "no generated sentence was supported by a passage"
+            return self._abstention(run)
+        run.timings["total"] = _ms(time.perf_counter() - run.started)
+        return Answer(text, False, citations, self.generator.name, run.timings, run.standalone, "",
+                      run.evidence.best)
+
+    def _abstention(self, run: _Run) -> Answer:
+        closest = [Citation(i + 1, p.doc_id, p.title, p.chunk_id, p.start, p.end, p.text, p.score)
+                   for i, p in enumerate(run.passages[:CLOSEST_PASSAGES])]
+        run.timings["total"] = _ms(time.perf_counter() - run.started)
+        return Answer(ABSTAIN_TEXT, True, closest, self.generator.name, run.timings, run.standalone,
+                      run.abstain_reason, run.evidence.best if run.evidence else 0.0)
+
+    def answer(self, question: str, history: list[Turn] | None = None, top_k: int | None = None) -> Answer:
+        history = history or []
+        run = self._prepare(question, history, top_k)
+        if run.abstain_reason:
+            run.timings["generate"] = 0.0
+            return self._abstention(run)
+        t0 = time.perf_counter()
+        draft = self.generator.generate(self._context(run, history))
+        return self._finish(run, draft, time.perf_counter() - t0)
+
+    def stream(self, question: str, history: list[Turn] | None = None,
+               top_k: int | None = None) -> Iterator[str | Answer]:
+        """Yields text pieces as they are generated, then the verified ``Answer`` last.
+
+        The final answer is authoritative: pieces of sentences that fail verification are not in it.
+        """
+        history = history or []
+        run = self._prepare(question, history, top_k)
+        if run.abstain_reason:
+            run.timings["generate"] = 0.0
+            answer = self._abstention(run)
+            yield answer.answer
+            yield answer
+            return
+        t0 = time.perf_counter()
+        pieces = []
+        for piece in self.generator.stream(self._context(run, history)):
+            pieces.append(piece)
+            yield piece
+        yield self._finish(run, "".join(pieces), time.perf_counter() - t0)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)

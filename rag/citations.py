@@ -1,0 +1,173 @@
+"""Checks a generated answer against its passages: markers resolve, spans are exact, claims are supported.
+
+Every generator's draft goes through ``verify``: markers that point at no passage are removed,
+sentences whose claim is not supported by the passage they cite are dropped, citations are
+renumbered 1..n in order of first use, and each citation carries the exact document span (the
+best-supporting sentence of the cited passage) so ``document.text[start:end] == citation.text``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from rag.chunking import split_sentences
+from rag.embedding import Embedder
+from rag.retrieval import Passage
+from rag.text import content_terms, numbers, term_coverage
+
+MARKER = re.compile(r"\[(\d{1,3}(?:\s*[,;]\s*\d{1,3})*)\]")
+_TRAILING_PUNCT = re.compile(r"([.!?…]+[\"'”’)]*)$")
+
+
+@dataclass(frozen=True)
+class Citation:
+    n: int
+    doc_id: str
+    title: str
+    chunk_id: str
+    start: int
+    end: int
+    text: str
+    score: float
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Claim:
+    text: str  # the sentence without its markers
+    markers: list[int]  # as written by the generator (1-based, may be invalid)
+
+
+def parse_claims(draft: str) -> list[Claim]:
+    """Split a draft into sentences with their markers; a markers-only fragment joins the sentence before.
+
+    Example:
+        >>> parse_claims("Ties began in 1952. [1] Trade is $53 million [2][9].")
+        [Claim(text='Ties began in 1952.', markers=[1]), Claim(text='Trade is $53 million.', markers=[2, 9])]
+    """
+    claims: list[Claim] = []
+    # "…in 1952. [1] Trade…" → "…in 1952 [1]. Trade…": markers belong to the sentence before them.
+    draft = re.sub(r"([.!?…])((?:\s*\[\d{1,3}(?:\s*[,;]\s*\d{1,3})*\])+)", lambda m: m.group(2) + m.group(1), draft)
+    for s, e in split_sentences(draft):
+        piece = draft[s:e]
+        markers = [int(n) for group in MARKER.findall(piece) for n in re.split(r"[,;]", group)]
+        text = re.sub(r"\s+([.!?,;:])", r"\1", MARKER.sub("", piece)).strip()
+        text = re.sub(r"\s{2,}", " ", text)
+        if not re.search(r"\w", text):
+            if claims:
+                claims[-1] = Claim(claims[-1].text, claims[-1].markers + markers)
+            continue
+        claims.append(Claim(text, markers))
+    return claims
+
+
+def with_markers(text: str, numbers_: list[int]) -> str:
+    """Put markers before the sentence's closing punctuation: ``in 1952 [1].``"""
+    if not numbers_:
+        return text
+    tags = "".join(f"[{n}]" for n in numbers_)
+    m = _TRAILING_PUNCT.search(text)
+    return f"{text[:m.start()]} {tags}{m.group(1)}" if m else f"{text} {tags}"
+
+
+class CitationVerifier:
+    """Support = 0.5 · term coverage + 0.5 · cosine of the claim against a passage sentence.
+
+    A claim that states a number the passage does not contain has no support.
+    """
+
+    def __init__(self, embedder: Embedder, threshold: float = 0.45,
+                 vectors: Callable[[list[str]], np.ndarray] | None = None):
+        self.embedder, self.threshold = embedder, threshold
+        self._encode = vectors or embedder.encode
+
+    def verify(self, draft: str, passages: list[Passage]) -> tuple[str, list[Citation]]:
+        """Returns the checked answer text and its citations ("" and [] when nothing is supported)."""
+        claims = parse_claims(draft)
+        if not claims or not passages:
+            return "", []
+        spans = [[(p.start + s, p.start + e, p.text[s:e]) for s, e in split_sentences(p.text)] for p in passages]
+        if all(self._quoted(claim, passages) for claim in claims):
+            claim_vecs, sentence_vecs = self._quote_vectors(claims, spans)
+        else:
+            claim_vecs, sentence_vecs = self._vectors(claims, spans)
+        renumber: dict[int, int] = {}
+        cited: dict[int, list[tuple[int, int, float]]] = {}
+        kept_sentences: list[str] = []
+        for ci, claim in enumerate(claims):
+            valid = [n for n in dict.fromkeys(claim.markers) if 1 <= n <= len(passages)]
+            candidates = valid or list(range(1, len(passages) + 1))
+            supported = []
+            for n in candidates:
+                best = self._best_sentence(claim, claim_vecs[ci], spans[n - 1], sentence_vecs[n - 1],
+                                           passages[n - 1].text)
+                if best is not None and best[2] >= self.threshold:
+                    supported.append((n, best))
+            if not valid and supported:  # an unmarked claim: attach its single best source
+                supported = [max(supported, key=lambda item: item[1][2])]
+            if not supported:
+                continue
+            new_numbers = []
+            for n, best in supported:
+                renumber.setdefault(n, len(renumber) + 1)
+                cited.setdefault(n, []).append(best)
+                new_numbers.append(renumber[n])
+            kept_sentences.append(with_markers(claim.text, new_numbers))
+        citations = [self._citation(renumber[n], passages[n - 1], cited[n]) for n in renumber]
+        return " ".join(kept_sentences), sorted(citations, key=lambda c: c.n)
+
+    @staticmethod
+    def _quoted(claim: Claim, passages: list[Passage]) -> bool:
+        return any(1 <= n <= len(passages) and claim.text.rstrip(".!?") in passages[n - 1].text
+                   for n in claim.markers)
+
+    @staticmethod
+    def _quote_vectors(claims: list[Claim], spans: list[list[tuple[int, int, str]]]):
+        """Verbatim quotes need no embedding: a quote supports itself (cosine 1), nothing else counts."""
+        claim_vecs = np.eye(len(claims), dtype=np.float32)
+        per_passage = []
+        for ss in spans:
+            vecs = np.zeros((len(ss), len(claims)), dtype=np.float32)
+            for row, (_, _, text) in enumerate(ss):
+                for ci, claim in enumerate(claims):
+                    if claim.text.rstrip(".!?") in text:
+                        vecs[row, ci] = 1.0
+            per_passage.append(vecs)
+        return claim_vecs, per_passage
+
+    def _vectors(self, claims: list[Claim], spans: list[list[tuple[int, int, str]]]):
+        texts = [c.text for c in claims] + [t for ss in spans for _, _, t in ss]
+        vecs = self._encode(texts) if texts else np.zeros((0, 1))
+        claim_vecs, rest = vecs[:len(claims)], vecs[len(claims):]
+        per_passage, offset = [], 0
+        for ss in spans:
+            per_passage.append(rest[offset:offset + len(ss)])
+            offset += len(ss)
+        return claim_vecs, per_passage
+
+    @staticmethod
+    def _best_sentence(claim: Claim, claim_vec, sentences, vectors, passage_text: str):
+        if not sentences:
+            return None
+        if not numbers(claim.text) <= numbers(passage_text):
+            return None
+        terms = content_terms(claim.text)
+        best = None
+        for (start, end, text), vec in zip(sentences, vectors):
+            coverage = term_coverage(terms, set(content_terms(text)))
+            support = 0.5 * coverage + 0.5 * float(vec @ claim_vec)
+            if best is None or support > best[2]:
+                best = (start, end, support)
+        return best
+
+    @staticmethod
+    def _citation(n: int, passage: Passage, spans: list[tuple[int, int, float]]) -> Citation:
+        start, end = min(s for s, _, _ in spans), max(e for _, e, _ in spans)
+        text = passage.text[start - passage.start:end - passage.start]
+        return Citation(n, passage.doc_id, passage.title, passage.chunk_id, start, end, text, passage.score)

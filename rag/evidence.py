@@ -1,0 +1,157 @@
+"""Sentence-level evidence: which sentences of the retrieved passages answer the question, and how well.
+
+Shared by the abstention decision (is anything here good enough?) and the extractive generator
+(which sentences to quote), so both see the same numbers. Every sentence is first scored cheaply
+(term coverage, answer type, its passage's cosine); only the best few are embedded, which keeps a
+question's cost at one small batch instead of one vector per sentence of every passage.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from rag.chunking import split_sentences
+from rag.embedding import Embedder
+from rag.retrieval import Passage
+from rag.text import content_terms, entities, numbers, words
+
+_YEAR_OR_DATE = re.compile(r"\b(1[89]\d\d|20\d\d)\b|\b(January|February|March|April|May|June|July|August|"
+                           r"September|October|November|December)\b")
+_QUANTITY = re.compile(r"\d")
+WEIGHTS = {"cosine": 0.5, "coverage": 0.35, "type": 0.15}
+CONTEXT_CREDIT = 0.5  # a term found only in the sentence before, or the title, half counts
+EMBED_TOP = 8
+STRICT_TYPES = {"date", "quantity"}
+STRICT_TYPE_PENALTY = 0.7
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """A candidate sentence: ``passage`` is its 0-based passage index; offsets are document offsets."""
+
+    passage: int
+    start: int
+    end: int
+    text: str
+    cosine: float
+    coverage: float
+    type_match: float
+    score: float
+
+
+@dataclass(frozen=True)
+class Evidence:
+    sentences: list[Sentence]  # best first
+    missing_entities: list[str]  # question names found in no retrieved passage
+
+    @property
+    def best(self) -> float:
+        return self.sentences[0].score if self.sentences else 0.0
+
+
+def answer_type(question: str) -> str | None:
+    q = question.lower()
+    if re.search(r"\b(when|what year|which year|what date|since when)\b", q):
+        return "date"
+    if re.search(r"\b(how many|how much|what percentage|what share|what amount|how large|how big|what value)\b", q):
+        return "quantity"
+    if re.search(r"\bwho\b", q):
+        return "person"
+    if re.search(r"\bwhere\b", q):
+        return "place"
+    return None
+
+
+def _type_match(kind: str | None, sentence: str, question: str) -> float:
+    if kind == "date":
+        return float(bool(_YEAR_OR_DATE.search(sentence)))
+    if kind == "quantity":
+        return float(bool(_QUANTITY.search(sentence)))
+    if kind in {"person", "place"}:
+        asked = {w.lower() for e in entities(question) for w in e.split()}
+        return float(any(w.lower() not in asked for e in entities(sentence) for w in e.split()))
+    return 0.0
+
+
+def _is_answer_like(text: str) -> bool:
+    """Questions (an FAQ's headings) and short headings are not answers."""
+    return not text.rstrip().endswith("?") and len(words(text)) >= 4
+
+
+def _coverage(q_terms: list[str], terms: set[str], context: set[str], weights: dict[str, float]) -> float:
+    """idf-weighted share of question terms in the sentence (half credit for nearby context)."""
+    total = sum(weights[t] for t in q_terms)
+    if not total:
+        return 0.0
+    got = sum(weights[t] * (1.0 if t in terms else CONTEXT_CREDIT if t in context else 0.0) for t in q_terms)
+    return got / total
+
+
+def _combine(cosine: float, coverage: float, type_match: float, kind: str | None) -> float:
+    score = WEIGHTS["cosine"] * cosine + WEIGHTS["coverage"] * coverage
+    if kind is None:
+        return score / (1 - WEIGHTS["type"])
+    score += WEIGHTS["type"] * type_match
+    # A "when" or "how many" question is not answered by a sentence without a date or a number.
+    return score * STRICT_TYPE_PENALTY if kind in STRICT_TYPES and not type_match else score
+
+
+class EvidenceScorer:
+    """Scores the sentences of retrieved passages against a question.
+
+    Sentence vectors are cached (bounded LRU by sentence text): the same passages come back often.
+    """
+
+    def __init__(self, embedder: Embedder, idf: Callable[[str], float] | None = None, cache_size: int = 50_000):
+        self.embedder = embedder
+        self.idf = idf or (lambda term: 1.0)
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
+
+    def vectors(self, texts: list[str]) -> np.ndarray:
+        missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))
+        if missing:
+            for text, vec in zip(missing, self.embedder.encode(missing)):
+                self._vectors[text] = vec
+            while len(self._vectors) > self._cache_size:
+                self._vectors.popitem(last=False)
+        for t in texts:
+            self._vectors.move_to_end(t)
+        return np.stack([self._vectors[t] for t in texts]) if texts else np.zeros((0, 1), np.float32)
+
+    def score(self, question: str, qvec: np.ndarray, passages: list[Passage]) -> Evidence:
+        q_terms = list(dict.fromkeys(content_terms(question)))
+        weights = {t: self.idf(t) for t in q_terms}
+        kind = answer_type(question)
+        passage_terms: set[str] = set()
+        for p in passages:
+            passage_terms.update(content_terms(p.title + " " + p.text))
+        missing = [e for e in entities(question) if not set(content_terms(e)) <= passage_terms]
+        passage_numbers = set().union(*(numbers(p.text) for p in passages)) if passages else set()
+        missing += sorted(numbers(question) - passage_numbers)
+        rough = []  # (score with the passage's cosine standing in for the sentence's, passage, span, ...)
+        for i, p in enumerate(passages):
+            context = set(content_terms(p.title))
+            for s, e in split_sentences(p.text):
+                text = p.text[s:e]
+                terms = set(content_terms(text))
+                if not _is_answer_like(text):
+                    context = terms | set(content_terms(p.title))
+                    continue
+                cov = _coverage(q_terms, terms, context, weights)
+                context = terms | set(content_terms(p.title))
+                tm = _type_match(kind, text, question)
+                rough.append((_combine(p.score, cov, tm, kind), i, s, e, text, cov, tm))
+        rough.sort(key=lambda r: (-r[0], r[1], r[2]))
+        top = rough[:EMBED_TOP]
+        cosines = self.vectors([r[4] for r in top]) @ qvec if top else []
+        found = [Sentence(i, passages[i].start + s, passages[i].start + e, text, float(cos), cov, tm,
+                          round(_combine(float(cos), cov, tm, kind), 4))
+                 for (_, i, s, e, text, cov, tm), cos in zip(top, cosines)]
+        found.sort(key=lambda s: (-s.score, s.passage, s.start))
+        return Evidence(found, missing)

@@ -1,0 +1,78 @@
+"""Follow-up questions → standalone questions, so retrieval sees what "it" and "they" refer to."""
+
+from __future__ import annotations
+
+import re
+
+from rag.generation import Generator, GeneratorUnavailable, Turn
+from rag.prompts import PromptLibrary
+from rag.text import entities, words
+
+PRONOUNS = r"\b(it|its|they|them|their|this|that|these|those|he|him|his|she|her|there)\b"
+_LEADING = re.compile(r"^(?:(?:what|which|who|whom|when|where|why|how|is|are|was|were|did|does|do|has|have|"
+                      r"had|can|could|will|would|should|tell|me|about|and|so|more|many|much|long|far|often)\b\s*)+",
+                      re.I)
+_ELLIPTIC = re.compile(r"^(and|what about|how about|and what about|why|how come|since when)\b", re.I)
+
+
+def subject_of(question: str) -> str:
+    """The topic phrase of a question: what is left after the question words.
+
+    Example:
+        >>> subject_of("What is the Cambodia-Korea Free Trade Agreement?")
+        'the Cambodia-Korea Free Trade Agreement'
+    """
+    body = question.strip().rstrip("?.! ")
+    return _LEADING.sub("", body).strip() or body
+
+
+def needs_context(question: str) -> bool:
+    """A question that leans on the conversation: a pronoun and no name of its own, or an ellipsis."""
+    has_pronoun = re.search(PRONOUNS, question, re.I) is not None
+    return (has_pronoun and not entities(question)) or bool(_ELLIPTIC.match(question.strip())) or \
+        len(words(question)) <= 3
+
+
+def rewrite_deterministic(question: str, history: list[Turn]) -> str:
+    """Replace the first pronoun (or append) with the subject of the last user question.
+
+    Example:
+        >>> rewrite_deterministic("When did it become law?",
+        ...     [Turn("user", "What is the Cambodia-Korea Free Trade Agreement?"), Turn("assistant", "…")])
+        'When did the Cambodia-Korea Free Trade Agreement become law?'
+    """
+    previous = [t.content for t in history if t.role == "user"]
+    if not previous or not needs_context(question):
+        return question
+    subject = subject_of(previous[-1])
+    if re.search(PRONOUNS, question, re.I) and not _ELLIPTIC.match(question.strip()):
+        def swap(m: re.Match) -> str:
+            possessive = m.group(1).lower() in {"its", "their", "his", "her"}
+            return f"{subject}'s" if possessive else subject
+        return re.sub(PRONOUNS, swap, question, count=1, flags=re.I)
+    return f"{question.rstrip()} ({subject})"
+
+
+class Condenser:
+    """Standalone questions: the LLM's condense prompt when a generator can write, else the rewrite rule."""
+
+    def __init__(self, prompts: PromptLibrary, generator: Generator | None = None):
+        self.prompts, self.generator = prompts, generator
+
+    def condense(self, question: str, history: list[Turn]) -> str:
+        if not history:
+            return question
+        if self.generator is None or not needs_context(question):
+            return rewrite_deterministic(question, history)
+        transcript = "\n".join(f"{t.role}: {t.content}" for t in history[-6:])
+        try:
+            text = self.generator.complete(
+                [{"role": "user", "content": self.prompts.render("condense", history=transcript, question=question)}],
+                max_tokens=64)
+        except (NotImplementedError, GeneratorUnavailable):
+            return rewrite_deterministic(question, history)
+        line = text.strip().splitlines()[0].strip().strip('"') if text.strip() else ""
+        # A small model may echo the prompt or drift; keep its rewrite only when it looks like a question.
+        if not line or len(line) > 300 or "<" in line:
+            return rewrite_deterministic(question, history)
+        return line

