@@ -248,3 +248,30 @@ def eval_(files: Annotated[Optional[list[Path]], typer.Argument(help="Question f
         if problems:
             raise typer.Exit(1)
         out.print(f"all {len(thresholds)} thresholds met")
+
+
+@app.command()
+def serve(index: IndexOpt = None, host: Annotated[Optional[str], typer.Option(help="[default: 127.0.0.1]")] = None,
+          port: Annotated[Optional[int], typer.Option(help="[default: 8000]")] = None) -> None:
+    """Serve the chat UI at / and the HTTP API; builds the default index first if it is missing."""
+    import uvicorn
+
+    from rag.api import create_app
+    from rag.index import current_generation
+    from rag.pipeline import build_chunker, build_embedder
+
+    settings = _settings(index)
+    embedder = build_embedder(settings)
+    if current_generation(settings.index_dir) is None:
+        if index is not None and index != Settings().index_dir:
+            _fail(f"no index at {settings.index_dir}: build it with `rag ingest PATH --index {settings.index_dir}`")
+        from rag.ingest import ingest as run_ingest
+
+        err.print(f"no index yet: indexing {settings.articles_dir} …", highlight=False)
+        report = run_ingest([settings.articles_dir], settings.index_dir, embedder, build_chunker(settings, embedder),
+                            batch_size=settings.embedding_batch_size, progress=_progress_printer())
+        err.print(report.summary(), highlight=False)
+    app_ = create_app(settings, embedder)
+    host, port = host or settings.host, port or settings.port
+    err.print(f"chat UI on http://{host}:{port}/  ·  API docs on http://{host}:{port}/docs", highlight=False)
+    uvicorn.run(app_, host=host, port=port, log_level="warning")

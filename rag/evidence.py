@@ -9,6 +9,7 @@ question's cost at one small batch instead of one vector per sentence of every p
 from __future__ import annotations
 
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -112,17 +113,23 @@ class EvidenceScorer:
         self.idf = idf or (lambda term: 1.0)
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
+        self._lock = threading.Lock()  # the server answers from several threads
 
     def vectors(self, texts: list[str]) -> np.ndarray:
-        missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))
-        if missing:
-            for text, vec in zip(missing, self.embedder.encode(missing)):
-                self._vectors[text] = vec
+        if not texts:
+            return np.zeros((0, self.embedder.dimension), np.float32)
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))
+        fresh = dict(zip(missing, self.embedder.encode(missing))) if missing else {}
+        with self._lock:
+            self._vectors.update(fresh)
+            found = [self._vectors.get(t, fresh.get(t)) for t in texts]
+            for t in texts:
+                if t in self._vectors:
+                    self._vectors.move_to_end(t)
             while len(self._vectors) > self._cache_size:
                 self._vectors.popitem(last=False)
-        for t in texts:
-            self._vectors.move_to_end(t)
-        return np.stack([self._vectors[t] for t in texts]) if texts else np.zeros((0, 1), np.float32)
+        return np.stack(found)
 
     def score(self, question: str, qvec: np.ndarray, passages: list[Passage]) -> Evidence:
         q_terms = list(dict.fromkeys(content_terms(question)))

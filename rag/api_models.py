@@ -1,0 +1,75 @@
+"""Pydantic request/response models of the HTTP contract (DESIGN.md "HTTP contract")."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_QUESTION_CHARS = 4000
+MAX_HISTORY = 20
+
+
+class Message(BaseModel):
+    role: Literal["user", "assistant"]
+    content: str = Field(max_length=20_000)
+
+
+class AnswerRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"question": "When did Cambodia and Pakistan establish diplomatic relations?"},
+        {"question": "When did it become law?", "top_k": 5, "history": [
+            {"role": "user", "content": "What is the Cambodia-Korea Free Trade Agreement?"},
+            {"role": "assistant", "content": "The Cambodia-Korea Free Trade Agreement (CKFTA) became law … [1]."}]},
+    ]})
+
+    question: str = Field(description="1–4,000 characters after stripping.")
+    history: list[Message] = Field(default_factory=list, max_length=MAX_HISTORY,
+                                   description="Earlier turns, oldest first (at most 20).")
+    top_k: int | None = Field(None, ge=1, le=20, description="Passages to retrieve.")
+
+    @field_validator("question")
+    @classmethod
+    def _question(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("the question is empty")
+        if len(value) > MAX_QUESTION_CHARS:
+            raise ValueError(f"the question is longer than {MAX_QUESTION_CHARS} characters")
+        return value
+
+
+class CitationOut(BaseModel):
+    n: int
+    doc_id: str
+    title: str
+    chunk_id: str
+    start: int
+    end: int
+    text: str
+    score: float
+
+
+class AnswerResponse(BaseModel):
+    answer: str
+    abstained: bool
+    citations: list[CitationOut]
+    generator: str
+    timings_ms: dict[str, float]
+    standalone_question: str = ""
+    abstain_reason: str = ""
+    evidence_score: float = 0.0
+
+
+class ChatCompletionMessage(BaseModel):
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str | list | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
+        {"model": "rag", "messages": [{"role": "user", "content": "Where is the new Cambodian embassy?"}]}]})
+
+    model: str = "rag"
+    messages: list[ChatCompletionMessage] = Field(min_length=1, max_length=MAX_HISTORY + 2)
+    stream: bool = False

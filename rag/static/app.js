@@ -1,0 +1,208 @@
+// Chat UI: streams /api/chat (SSE over fetch), renders citation chips and the cited spans.
+// All user and article text goes through textContent, never innerHTML.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { history: [], busy: false, docs: new Map() };
+
+function el(tag, cls, text) {
+  const node = document.createElement(tag);
+  if (cls) node.className = cls;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function addMessage(role, text) {
+  const li = el("li", `msg ${role}`);
+  li.append(document.createTextNode(text));
+  $("messages").append(li);
+  li.scrollIntoView({ block: "end" });
+  return li;
+}
+
+// Renders "text [1] more [2]." with the markers as buttons that open their source.
+function renderAnswer(li, answer) {
+  li.replaceChildren();
+  li.classList.toggle("abstained", answer.abstained);
+  if (answer.abstained) li.append(el("span", "badge", "Not in the articles"), document.createElement("br"));
+  const parts = answer.answer.split(/(\[\d+\])/);
+  for (const part of parts) {
+    const m = /^\[(\d+)\]$/.exec(part);
+    if (m && !answer.abstained) {
+      const n = Number(m[1]);
+      const chip = el("button", "chip", String(n));
+      chip.type = "button";
+      chip.setAttribute("aria-label", `Source ${n}`);
+      chip.addEventListener("click", () => openCitation(answer, n));
+      li.append(chip);
+    } else {
+      li.append(document.createTextNode(part));
+    }
+  }
+  if (answer.standalone_question && answer.standalone_question !== li.dataset.question) {
+    li.append(el("span", "rewritten", `Searched for: ${answer.standalone_question}`));
+  }
+  renderSources(answer);
+}
+
+function renderSources(answer) {
+  const list = $("sources");
+  list.replaceChildren();
+  if (!answer.citations.length) {
+    list.append(el("li", "empty", "No passages."));
+    return;
+  }
+  for (const c of answer.citations) {
+    const li = el("li");
+    li.dataset.n = c.n;
+    li.tabIndex = 0;
+    li.append(el("span", "title", `[${c.n}] ${c.title}`));
+    if (answer.abstained) li.append(el("span", "note", "Closest passage; it does not answer the question."));
+    const quote = c.text.length > 320 ? c.text.slice(0, 317) + "…" : c.text;
+    li.append(el("span", "quote", `“${quote}”`));
+    const open = () => openCitation(answer, c.n);
+    li.addEventListener("click", open);
+    li.addEventListener("keydown", (e) => { if (e.key === "Enter") open(); });
+    list.append(li);
+  }
+}
+
+async function fetchDocument(docId) {
+  if (!state.docs.has(docId)) {
+    const r = await fetch(`/api/documents/${docId.split("/").map(encodeURIComponent).join("/")}`);
+    if (!r.ok) throw new Error(`could not load the article (${r.status})`);
+    state.docs.set(docId, await r.json());
+  }
+  return state.docs.get(docId);
+}
+
+async function openCitation(answer, n) {
+  const c = answer.citations.find((x) => x.n === n);
+  if (!c) return;
+  for (const li of $("sources").children) li.classList.toggle("active", li.dataset.n === String(n));
+  try {
+    const doc = await fetchDocument(c.doc_id);
+    $("reader-title").textContent = doc.title;
+    $("reader-meta").textContent = [doc.source, doc.published].filter(Boolean).join(" · ");
+    const text = $("reader-text");
+    const mark = el("mark", "", doc.text.slice(c.start, c.end));
+    mark.id = "cited-span";
+    text.replaceChildren(document.createTextNode(doc.text.slice(0, c.start)), mark,
+                         document.createTextNode(doc.text.slice(c.end)));
+    $("reader").hidden = false;
+    mark.scrollIntoView({ block: "center", behavior: "smooth" });
+  } catch (err) {
+    setStatus(err.message);
+  }
+}
+
+function setStatus(text) { $("status").textContent = text; }
+
+// Minimal SSE parser for a POST response body.
+async function* sseEvents(response) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true }).replace(/\r\n/g, "\n");
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      let event = "message", data = "";
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event:")) event = line.slice(6).trim();
+        else if (line.startsWith("data:")) data += line.slice(5).replace(/^ /, "");
+      }
+      if (data) yield { event, data: JSON.parse(data) };
+    }
+  }
+}
+
+async function ask(question) {
+  if (state.busy || !question.trim()) return;
+  state.busy = true;
+  $("send").disabled = true;
+  $("starters").hidden = true;
+  setStatus("Searching the articles…");
+  addMessage("user", question);
+  const bot = addMessage("bot", "");
+  bot.dataset.question = question;
+  try {
+    const response = await fetch("/api/chat", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
+      body: JSON.stringify({ question, history: state.history.slice(-20) }),
+    });
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      throw new Error(body.detail || `request failed (${response.status})`);
+    }
+    let streamed = "";
+    for await (const { event, data } of sseEvents(response)) {
+      if (event === "token") {
+        streamed += data.text;
+        bot.textContent = streamed;
+        setStatus("Answering…");
+      } else if (event === "done") {
+        renderAnswer(bot, data);
+        state.history.push({ role: "user", content: question }, { role: "assistant", content: data.answer });
+        setStatus(data.abstained ? "The articles don't cover this." : `${data.citations.length} source(s) cited.`);
+      } else if (event === "error") {
+        throw new Error(data.detail);
+      }
+    }
+  } catch (err) {
+    bot.textContent = `Error: ${err.message}`;
+    bot.classList.add("abstained");
+    setStatus("");
+  } finally {
+    state.busy = false;
+    $("send").disabled = false;
+    $("question").focus();
+  }
+}
+
+async function loadStarters() {
+  const box = $("starters");
+  box.replaceChildren();
+  box.hidden = false;
+  try {
+    const r = await fetch("/api/starters");
+    if (!r.ok) return;
+    for (const q of (await r.json()).questions) {
+      const b = el("button", "", q);
+      b.type = "button";
+      b.addEventListener("click", () => ask(q));
+      box.append(b);
+    }
+  } catch (_) { /* starters are optional */ }
+}
+
+function newConversation() {
+  state.history = [];
+  $("messages").replaceChildren();
+  $("sources").replaceChildren(el("li", "empty", "Cited passages appear here."));
+  $("reader").hidden = true;
+  setStatus("");
+  loadStarters();
+  $("question").focus();
+}
+
+$("ask").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const q = $("question").value;
+  $("question").value = "";
+  ask(q);
+});
+$("question").addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+    e.preventDefault();
+    $("ask").requestSubmit();
+  }
+});
+$("new-chat").addEventListener("click", newConversation);
+$("reader-close").addEventListener("click", () => { $("reader").hidden = true; });
+newConversation();
