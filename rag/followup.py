@@ -6,9 +6,10 @@ import re
 
 from rag.generation import Generator, GeneratorUnavailable, Turn
 from rag.prompts import PromptLibrary
+from rag.citations import MARKER
 from rag.text import entities, words
 
-PRONOUNS = r"\b(it|its|they|them|their|this|that|these|those|he|him|his|she|her|there)\b"
+PRONOUNS = r"\b(it|its|they|them|their|he|him|his|she|her)\b|\b(this|that|these|those|there)(?=\s*[?.!]*$)"
 _LEADING = re.compile(r"^(?:(?:what|which|who|whom|when|where|why|how|is|are|was|were|did|does|do|has|have|"
                       r"had|can|could|will|would|should|tell|me|about|and|so|more|many|much|long|far|often)\b\s*)+",
                       re.I)
@@ -29,25 +30,42 @@ def subject_of(question: str) -> str:
 def needs_context(question: str) -> bool:
     """A question that leans on the conversation: a pronoun and no name of its own, or an ellipsis."""
     has_pronoun = re.search(PRONOUNS, question, re.I) is not None
-    return (has_pronoun and not entities(question)) or bool(_ELLIPTIC.match(question.strip())) or \
-        len(words(question)) <= 3
+    return has_pronoun or bool(_ELLIPTIC.match(question.strip())) or len(words(question)) <= 3
+
+
+def referent(history: list[Turn]) -> str:
+    """What a pronoun in the next question most likely points at.
+
+    After "Which …?" or "Who …?" it is the name the answer introduced; otherwise the subject of
+    the last user question.
+    """
+    users = [i for i, t in enumerate(history) if t.role == "user"]
+    if not users:
+        return ""
+    asked = history[users[-1]].content
+    reply = history[users[-1] + 1].content if users[-1] + 1 < len(history) else ""
+    if re.match(r"\s*(which|who)\b", asked, re.I) and reply:
+        known = {w.lower() for e in entities(asked) for w in e.split()}
+        fresh = [e for e in entities(MARKER.sub("", reply)) if not {w.lower() for w in e.split()} <= known]
+        if fresh:
+            return fresh[0]
+    return subject_of(asked)
 
 
 def rewrite_deterministic(question: str, history: list[Turn]) -> str:
-    """Replace the first pronoun (or append) with the subject of the last user question.
+    """Replace the first pronoun (or append) with what it refers to (see ``referent``).
 
     Example:
         >>> rewrite_deterministic("When did it become law?",
         ...     [Turn("user", "What is the Cambodia-Korea Free Trade Agreement?"), Turn("assistant", "…")])
         'When did the Cambodia-Korea Free Trade Agreement become law?'
     """
-    previous = [t.content for t in history if t.role == "user"]
-    if not previous or not needs_context(question):
+    subject = referent(history)
+    if not subject or not needs_context(question):
         return question
-    subject = subject_of(previous[-1])
     if re.search(PRONOUNS, question, re.I) and not _ELLIPTIC.match(question.strip()):
         def swap(m: re.Match) -> str:
-            possessive = m.group(1).lower() in {"its", "their", "his", "her"}
+            possessive = m.group(0).lower() in {"its", "their", "his", "her"}
             return f"{subject}'s" if possessive else subject
         return re.sub(PRONOUNS, swap, question, count=1, flags=re.I)
     return f"{question.rstrip()} ({subject})"

@@ -55,7 +55,7 @@ def entities(text: str) -> list[str]:
             first, _, rest = span.partition(" ")
             if not rest:
                 continue
-            span = rest if first.lower() in STOPWORDS else span
+            span = rest if first.lower() in STOPWORDS or first.lower().endswith("ing") else span
         if span.lower() in STOPWORDS:
             continue
         found.append(span)

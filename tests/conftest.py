@@ -33,3 +33,25 @@ def write_article(folder: Path, name: str, title: str, body: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"---\ntitle: \"{title}\"\nsource: test\n---\n\n{body}\n", encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def bundled_index(tmp_path_factory, embedder, chunker) -> Path:
+    """The bundled articles, indexed once per test session."""
+    from rag.ingest import ingest
+
+    root = tmp_path_factory.mktemp("bundled") / "index"
+    ingest([ARTICLES], root, embedder, chunker)
+    return root
+
+
+@pytest.fixture(scope="session")
+def bundled_settings(bundled_index, tmp_path_factory) -> Settings:
+    return Settings(index_dir=bundled_index, eval_reports_dir=tmp_path_factory.mktemp("reports"))
+
+
+@pytest.fixture(scope="session")
+def answerer(bundled_settings, embedder):
+    from rag.pipeline import build_answerer
+
+    return build_answerer(bundled_settings, embedder)
