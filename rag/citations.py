@@ -17,9 +17,10 @@ import numpy as np
 from rag.chunking import split_sentences
 from rag.embedding import Embedder
 from rag.retrieval import Passage
-from rag.text import content_terms, numbers, term_coverage
+from rag.text import content_terms, numbers, term_coverage, words
 
 MARKER = re.compile(r"\[(\d{1,3}(?:\s*[,;]\s*\d{1,3})*)\]")
+MIN_CLAIM_WORDS = 4
 _TRAILING_PUNCT = re.compile(r"([.!?…]+[\"'”’)]*)$")
 
 
@@ -79,12 +80,15 @@ def with_markers(text: str, numbers_: list[int]) -> str:
 class CitationVerifier:
     """Support = 0.5 · term coverage + 0.5 · cosine of the claim against a passage sentence.
 
-    A claim that states a number the passage does not contain has no support.
+    A claim is kept when its best sentence in a cited passage has support ≥ ``threshold`` and covers
+    at least ``min_coverage`` of the claim's content words (a fluent paraphrase that adds facts of
+    its own fails the second test). A claim stating a number its passage lacks has no support. Each
+    citation is one supporting sentence, so its span is as narrow as the evidence.
     """
 
-    def __init__(self, embedder: Embedder, threshold: float = 0.45,
+    def __init__(self, embedder: Embedder, threshold: float = 0.7, min_coverage: float = 0.6,
                  vectors: Callable[[list[str]], np.ndarray] | None = None):
-        self.embedder, self.threshold = embedder, threshold
+        self.embedder, self.threshold, self.min_coverage = embedder, threshold, min_coverage
         self._encode = vectors or embedder.encode
 
     def verify(self, draft: str, passages: list[Passage]) -> tuple[str, list[Citation]]:
@@ -97,29 +101,33 @@ class CitationVerifier:
             claim_vecs, sentence_vecs = self._quote_vectors(claims, spans)
         else:
             claim_vecs, sentence_vecs = self._vectors(claims, spans)
-        renumber: dict[int, int] = {}
-        cited: dict[int, list[tuple[int, int, float]]] = {}
+        renumber: dict[tuple[int, int, int], int] = {}  # (passage, sentence start, end) -> new n
         kept_sentences: list[str] = []
+        seen: set[str] = set()
         for ci, claim in enumerate(claims):
+            # "1." or "Tourism and Cultural Exchange": list numbering and headings state nothing.
+            if len(words(claim.text)) < MIN_CLAIM_WORDS or claim.text in seen:
+                continue
+            seen.add(claim.text)
             valid = [n for n in dict.fromkeys(claim.markers) if 1 <= n <= len(passages)]
             candidates = valid or list(range(1, len(passages) + 1))
             supported = []
             for n in candidates:
                 best = self._best_sentence(claim, claim_vecs[ci], spans[n - 1], sentence_vecs[n - 1],
                                            passages[n - 1].text)
-                if best is not None and best[2] >= self.threshold:
+                if best is not None and best[2] >= self.threshold and best[3] >= self.min_coverage:
                     supported.append((n, best))
             if not valid and supported:  # an unmarked claim: attach its single best source
                 supported = [max(supported, key=lambda item: item[1][2])]
             if not supported:
                 continue
             new_numbers = []
-            for n, best in supported:
-                renumber.setdefault(n, len(renumber) + 1)
-                cited.setdefault(n, []).append(best)
-                new_numbers.append(renumber[n])
-            kept_sentences.append(with_markers(claim.text, new_numbers))
-        citations = [self._citation(renumber[n], passages[n - 1], cited[n]) for n in renumber]
+            for n, (start, end, support, _) in supported:
+                key = (n, start, end)
+                renumber.setdefault(key, len(renumber) + 1)
+                new_numbers.append(renumber[key])
+            kept_sentences.append(with_markers(claim.text, list(dict.fromkeys(new_numbers))))
+        citations = [self._citation(new_n, passages[n - 1], start, end) for (n, start, end), new_n in renumber.items()]
         return " ".join(kept_sentences), sorted(citations, key=lambda c: c.n)
 
     @staticmethod
@@ -163,11 +171,10 @@ class CitationVerifier:
             coverage = term_coverage(terms, set(content_terms(text)))
             support = 0.5 * coverage + 0.5 * float(vec @ claim_vec)
             if best is None or support > best[2]:
-                best = (start, end, support)
+                best = (start, end, support, coverage)
         return best
 
     @staticmethod
-    def _citation(n: int, passage: Passage, spans: list[tuple[int, int, float]]) -> Citation:
-        start, end = min(s for s, _, _ in spans), max(e for _, e, _ in spans)
+    def _citation(n: int, passage: Passage, start: int, end: int) -> Citation:
         text = passage.text[start - passage.start:end - passage.start]
         return Citation(n, passage.doc_id, passage.title, passage.chunk_id, start, end, text, passage.score)

@@ -53,5 +53,6 @@ def build_answerer(settings: Settings, embedder: Embedder, retriever: IndexRetri
     retriever = retriever or open_retriever(settings, embedder)
     writer = None if isinstance(generator, ExtractiveGenerator) else generator
     scorer = EvidenceScorer(embedder, idf=retriever.index.lexical.idf)
-    verifier = CitationVerifier(embedder, settings.support_threshold, vectors=scorer.vectors)
+    verifier = CitationVerifier(embedder, settings.support_threshold, settings.support_min_coverage,
+                                vectors=scorer.vectors)
     return Answerer(retriever, generator, settings, Condenser(prompts, writer), verifier, scorer)

@@ -50,7 +50,8 @@ class Settings(BaseSettings):
     # Answering
     generator: Literal["extractive", "openai", "llamacpp"] = "extractive"
     abstain_threshold: float = Field(0.49, description="Min. evidence score to answer (see eval/CALIBRATION.md).")
-    support_threshold: float = Field(0.45, description="Min. support for an LLM sentence to keep it.")
+    support_threshold: float = Field(0.7, description="Min. support (coverage+cosine) to keep a generated sentence.")
+    support_min_coverage: float = Field(0.6, description="Min. share of a sentence's words found in its source.")
     context_tokens: int = Field(1500, ge=100, description="Token budget for passages in a prompt.")
     max_answer_sentences: int = Field(3, ge=1, le=10)
     prompts_dir: Path = PROJECT_ROOT / "prompts"
