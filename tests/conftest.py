@@ -55,3 +55,42 @@ def answerer(bundled_settings, embedder):
     from rag.pipeline import build_answerer
 
     return build_answerer(bundled_settings, embedder)
+
+
+class LiveServer:
+    """A real uvicorn server on loopback, running the app in a background thread."""
+
+    def __init__(self, app):
+        import socket
+        import threading
+
+        import uvicorn
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "LiveServer":
+        import time
+
+        self.thread.start()
+        for _ in range(300):
+            if self.server.started:
+                return self
+            time.sleep(0.05)
+        raise RuntimeError("uvicorn did not start")
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def live_server(bundled_settings, embedder):
+    from rag.api import create_app
+
+    with LiveServer(create_app(bundled_settings, embedder)) as server:
+        yield server

@@ -1,0 +1,97 @@
+"""The chat UI in Debian's Chromium (headless), driven by Playwright, against a real server."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+sync_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--no-first-run", "--disable-quic", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, live_server):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.goto(live_server.url + "/")
+    yield page
+    context.close()
+
+
+def ask(page, question: str) -> None:
+    page.fill("#question", question)
+    page.press("#question", "Enter")
+    page.wait_for_function("document.querySelector('#send') && !document.querySelector('#send').disabled "
+                           "&& document.querySelectorAll('.msg.bot').length > 0")
+
+
+def test_answer_streams_with_a_chip_that_opens_the_highlighted_span(page):
+    expect = sync_api.expect
+    expect(page.locator("#starters button").first).to_be_visible()
+    ask(page, "When did the CKFTA become law?")
+    bot = page.locator(".msg.bot").last
+    expect(bot).to_contain_text("January 29, 2022")
+    chip = bot.locator("button.chip").first
+    expect(chip).to_be_visible()
+    expect(page.locator("#sources li .title").first).to_contain_text("Cambodia and South Korea")
+    chip.click()
+    mark = page.locator("#reader-text mark")
+    expect(mark).to_be_visible()
+    expect(mark).to_contain_text("became law on January 29, 2022")
+    expect(page.locator("#reader-title")).to_have_text("Cambodia and South Korea: deepening ties under Hun Manet")
+    assert mark.evaluate("m => { const r = m.getBoundingClientRect(), c = m.closest('.reader-text').getBoundingClientRect();"
+                         " return r.top >= c.top - 1 && r.bottom <= c.bottom + 1; }")
+    page.screenshot(path=str(ARTIFACTS / "answer-with-citation.png"), full_page=True)
+
+
+def test_off_topic_question_shows_the_not_found_state(page):
+    ask(page, "Who won the 2022 FIFA World Cup?")
+    bot = page.locator(".msg.bot").last
+    sync_api.expect(bot).to_have_class("msg bot abstained")
+    sync_api.expect(bot.locator(".badge")).to_have_text("Not in the articles")
+    assert bot.locator("button.chip").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "not-found.png"), full_page=True)
+
+
+def test_script_payload_is_shown_as_text(page):
+    payload = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
+    ask(page, payload)
+    sync_api.expect(page.locator(".msg.user").last).to_have_text(payload)
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator(".messages img, .messages script").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "script-as-text.png"), full_page=True)
+
+
+def test_follow_up_new_conversation_keyboard_and_phone_width(page):
+    ask(page, "What is the Cambodia-Korea Free Trade Agreement?")
+    ask(page, "When did it become law?")
+    sync_api.expect(page.locator(".msg.bot").last).to_contain_text("January 29, 2022")
+    page.fill("#question", "line one")
+    page.press("#question", "Shift+Enter")
+    page.keyboard.type("line two")
+    assert page.input_value("#question") == "line one\nline two"
+    page.click("#new-chat")
+    assert page.locator(".msg").count() == 0
+    page.set_viewport_size({"width": 375, "height": 740})
+    ask(page, "Where is the new Cambodian embassy in Pakistan?")
+    sync_api.expect(page.locator(".msg.bot").last).to_contain_text("Islamabad")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 380  # no horizontal scrolling at phone width
+    page.screenshot(path=str(ARTIFACTS / "phone-width.png"), full_page=True)
