@@ -27,7 +27,7 @@ class ExtractiveGenerator:
 
     name = "extractive"
 
-    def __init__(self, max_sentences: int = 3, keep_ratio: float = 0.85):
+    def __init__(self, max_sentences: int = 3, keep_ratio: float = 0.9):
         self.max_sentences, self.keep_ratio = max_sentences, keep_ratio
 
     def select(self, ctx: AnswerContext) -> list[Sentence]:

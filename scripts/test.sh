@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Fresh machine → every test (real model, FAISS, uvicorn, llama.cpp server, Chromium), then the eval gate.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --test
+export HF_HUB_OFFLINE=1
+.venv/bin/python -m pytest -q "$@"
+# The eval question set on the bundled articles must meet eval/thresholds.json.
+.venv/bin/rag ingest --index index/ci
+.venv/bin/rag eval --index index/ci --report eval/reports/ci --check --no-plot
