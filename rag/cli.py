@@ -275,3 +275,44 @@ def serve(index: IndexOpt = None, host: Annotated[Optional[str], typer.Option(he
     host, port = host or settings.host, port or settings.port
     err.print(f"chat UI on http://{host}:{port}/  ·  API docs on http://{host}:{port}/docs", highlight=False)
     uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+@app.command("eval-beir")
+def eval_beir(folder: Annotated[Path, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/.")],
+              index: IndexOpt = None,
+              split: Annotated[str, typer.Option(help="qrels split to score.")] = "test",
+              mode: Annotated[Optional[str], typer.Option(help="dense | bm25 | hybrid [default: setting].")] = None,
+              as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """nDCG@10, Recall@10/100 and MRR@10 on a BEIR-layout folder (builds or reuses its index)."""
+    from rag import beir
+    from rag.index import current_generation
+    from rag.ingest import ingest as run_ingest
+    from rag.pipeline import build_chunker, build_embedder, open_retriever
+
+    for needed in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
+        if not (folder / needed).is_file():
+            _fail(f"{folder} is not a BEIR folder: {needed} is missing")
+    settings = _settings(index or Path("index") / f"beir-{folder.resolve().name}")
+    if mode:
+        if mode not in ("dense", "bm25", "hybrid"):
+            _fail("--mode must be dense, bm25 or hybrid")
+        settings = settings.model_copy(update={"retrieval_mode": mode})
+    embedder = build_embedder(settings)
+    if current_generation(settings.index_dir) is None:
+        err.print(f"building {settings.index_dir} from {folder / 'corpus.jsonl'} …", highlight=False)
+    report = run_ingest([folder / "corpus.jsonl"], settings.index_dir, embedder, build_chunker(settings, embedder),
+                        batch_size=settings.embedding_batch_size, progress=_progress_printer())
+    if report.published:
+        err.print(report.summary(), highlight=False)
+    retriever = _open(settings, embedder, open_retriever)
+    result = beir.evaluate(retriever, beir.load_queries(folder), beir.load_qrels(folder, split))
+    result = {"dataset": folder.resolve().name, "split": split, "mode": settings.retrieval_mode, **result}
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{result['dataset']} ({split}, {result['queries']} queries, {settings.retrieval_mode})")
+    for name in ("ndcg@10", "recall@10", "recall@100", "mrr@10", "latency_p50_ms", "latency_p95_ms"):
+        table.add_row(name, str(result[name]))
+    out.print(table)
