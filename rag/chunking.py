@@ -95,10 +95,14 @@ class Chunker:
         overlap: share of ``max_tokens`` carried over (as whole sentences) into the next window.
         model_token_count: the embedding model's own token counter, with ``model_max_tokens``
             its limit; windows over the limit are split further.
+        title_prefix: chunks are embedded as "title\n\ntext" (see ``embedding_text``); the
+            title's tokens then count against the model limit too.
     """
 
     def __init__(self, max_tokens: int = 200, overlap: float = 0.15,
-                 model_token_count: Callable[[str], int] | None = None, model_max_tokens: int = 0):
+                 model_token_count: Callable[[str], int] | None = None, model_max_tokens: int = 0,
+                 title_prefix: bool = False):
+        self.title_prefix = title_prefix
         if max_tokens < 1 or not 0 <= overlap < 1:
             raise ValueError("chunk size must be ≥ 1 token and overlap in [0, 1)")
         self.max_tokens = max_tokens
@@ -110,14 +114,24 @@ class Chunker:
     def count(self, text: str) -> int:
         return len(self.encoding.encode_ordinary(text))
 
+    def embedding_text(self, chunk: Chunk, title: str) -> str:
+        """What the model sees for a chunk: its title first when ``title_prefix`` is on."""
+        return f"{title}\n\n{chunk.text}" if self.title_prefix and title else chunk.text
+
+    def _model_limit(self, doc: Document) -> int:
+        if not (self.title_prefix and self.model_token_count and self.model_max_tokens):
+            return self.model_max_tokens
+        # A very long title may take at most half the model's window; the chunk gets the rest.
+        return max(self.model_max_tokens // 2, self.model_max_tokens - self.model_token_count(doc.title + "\n\n"))
+
     def chunk(self, doc: Document) -> list[Chunk]:
         """Split one document into chunks, in order."""
-        text = doc.text
+        text, limit = doc.text, self._model_limit(doc)
         pieces: list[Span] = []
         for span in split_sentences(text):
-            pieces.extend(self._split_long(text, span))
+            pieces.extend(self._split_long(text, span, limit))
         counts = [self.count(text[s:e]) for s, e in pieces]
-        windows = [w for window in self._pack(counts) for w in self._fit_model(text, pieces, window)]
+        windows = [w for window in self._pack(counts) for w in self._fit_model(text, pieces, window, limit)]
         chunks = []
         for ordinal, (first, last) in enumerate(windows):
             start, end = pieces[first][0], pieces[last][1]
@@ -126,10 +140,10 @@ class Chunker:
                                 self.count(body)))
         return chunks
 
-    def _split_long(self, text: str, span: Span) -> list[Span]:
+    def _split_long(self, text: str, span: Span, limit: int) -> list[Span]:
         """Halve a span at the whitespace nearest its middle until each half fits the window."""
         start, end = span
-        if end - start <= 1 or self._piece_fits(text[start:end]):
+        if end - start <= 1 or self._piece_fits(text[start:end], limit):
             return [span]
         mid = (start + end) // 2
         gaps = [m.start() for m in re.finditer(r"\s+", text[start:end])]
@@ -138,16 +152,16 @@ class Chunker:
             cut = mid
         # Never cut inside a surrogate-free code point: Python str indices are code points already.
         halves = [_strip(text, start, cut), _strip(text, cut, end)]
-        return [piece for half in halves if half for piece in self._split_long(text, half)]
+        return [piece for half in halves if half for piece in self._split_long(text, half, limit)]
 
-    def _piece_fits(self, piece: str) -> bool:
+    def _piece_fits(self, piece: str, limit: int) -> bool:
         n = self.count(piece)
         if n > self.max_tokens:
             return False
         # A wordpiece covers at least one character, so short pieces need no model tokenizer call.
-        if self.model_token_count is None or len(piece) <= self.model_max_tokens:
+        if self.model_token_count is None or not limit or len(piece) <= limit:
             return True
-        return self.model_token_count(piece) <= self.model_max_tokens
+        return self.model_token_count(piece) <= limit
 
     def _pack(self, counts: list[int]) -> list[tuple[int, int]]:
         """Greedy windows of piece indices [first, last], with trailing-sentence overlap."""
@@ -168,14 +182,15 @@ class Chunker:
             first = nxt
         return windows
 
-    def _fit_model(self, text: str, pieces: list[Span], window: tuple[int, int]) -> list[tuple[int, int]]:
+    def _fit_model(self, text: str, pieces: list[Span], window: tuple[int, int], limit: int) -> list[tuple[int, int]]:
         """Split a window until the embedding model would see all of it."""
-        if self.model_token_count is None or not self.model_max_tokens:
+        if self.model_token_count is None or not limit:
             return [window]
         first, last = window
-        if self.model_token_count(text[pieces[first][0]:pieces[last][1]]) <= self.model_max_tokens:
+        if self.model_token_count(text[pieces[first][0]:pieces[last][1]]) <= limit:
             return [window]
         if first == last:  # _split_long already made every piece fit the model
             return [window]
         mid = (first + last) // 2
-        return self._fit_model(text, pieces, (first, mid)) + self._fit_model(text, pieces, (mid + 1, last))
+        return (self._fit_model(text, pieces, (first, mid), limit)
+                + self._fit_model(text, pieces, (mid + 1, last), limit))

@@ -53,8 +53,8 @@ class IngestReport:
 
 
 def chunker_settings(chunker: Chunker) -> dict:
-    return {"encoding": ENCODING_NAME, "max_tokens": chunker.max_tokens,
-            "overlap_tokens": chunker.overlap_tokens, "model_max_tokens": chunker.model_max_tokens}
+    return {"encoding": ENCODING_NAME, "max_tokens": chunker.max_tokens, "overlap_tokens": chunker.overlap_tokens,
+            "model_max_tokens": chunker.model_max_tokens, "title_prefix": chunker.title_prefix}
 
 
 def _previous(root: Path, embedder: Embedder, chunker: Chunker, rebuild: bool) -> tuple[Index | None, str]:
@@ -73,16 +73,16 @@ def _previous(root: Path, embedder: Embedder, chunker: Chunker, rebuild: bool) -
     return index, ""
 
 
-def _embed(embedder: Embedder, chunks: list[Chunk], batch_size: int,
+def _embed(embedder: Embedder, texts: list[str], batch_size: int,
            progress: ProgressFn | None, report: IngestReport) -> np.ndarray:
-    vectors = np.zeros((len(chunks), embedder.dimension), dtype=np.float32)
-    for start in range(0, len(chunks), EMBED_GROUP):
-        group = chunks[start:start + EMBED_GROUP]
+    vectors = np.zeros((len(texts), embedder.dimension), dtype=np.float32)
+    for start in range(0, len(texts), EMBED_GROUP):
+        group = texts[start:start + EMBED_GROUP]
         t0 = time.perf_counter()
-        vectors[start:start + len(group)] = embedder.encode([c.text for c in group], batch_size=batch_size)
+        vectors[start:start + len(group)] = embedder.encode(group, batch_size=batch_size)
         report.embed_seconds += time.perf_counter() - t0
         if progress:
-            progress(start + len(group), len(chunks))
+            progress(start + len(group), len(texts))
     return vectors
 
 
@@ -118,8 +118,9 @@ def ingest(paths: list[Path], root: Path, embedder: Embedder, chunker: Chunker, 
 def _write_generation(root: Path, previous: Index | None, changed: list[Document], report: IngestReport,
                       embedder: Embedder, chunker: Chunker, batch_size: int,
                       progress: ProgressFn | None) -> None:
-    chunks = [c for doc in changed for c in chunker.chunk(doc)]
-    vectors = _embed(embedder, chunks, batch_size, progress, report)
+    pairs = [(c, doc.title) for doc in changed for c in chunker.chunk(doc)]
+    chunks = [c for c, _ in pairs]
+    vectors = _embed(embedder, [chunker.embedding_text(c, title) for c, title in pairs], batch_size, progress, report)
     staging = staging_dir(root)
     try:
         if previous:

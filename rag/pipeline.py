@@ -23,8 +23,8 @@ def build_embedder(settings: Settings) -> Embedder:
 
 
 def build_chunker(settings: Settings, embedder: Embedder) -> Chunker:
-    return Chunker(settings.chunk_tokens, settings.chunk_overlap,
-                   model_token_count=embedder.count_tokens, model_max_tokens=embedder.max_tokens)
+    return Chunker(settings.chunk_tokens, settings.chunk_overlap, model_token_count=embedder.count_tokens,
+                   model_max_tokens=embedder.max_tokens, title_prefix=settings.embed_titles)
 
 
 def open_retriever(settings: Settings, embedder: Embedder, index_dir: Path | None = None) -> IndexRetriever:

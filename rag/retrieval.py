@@ -58,20 +58,37 @@ def rrf(rankings: list[list[int]], weights: list[float], k: int) -> dict[int, fl
     return fused
 
 
-def _dense_only(dense: list[tuple[int, float]], lexical: list[tuple[int, float]], s: Settings):
-    return {i: score for i, score in dense}
+Ranked = list[tuple[int, float]]
 
 
-def _bm25_only(dense: list[tuple[int, float]], lexical: list[tuple[int, float]], s: Settings):
-    return {i: score for i, score in lexical}
+def _minmax(values: np.ndarray) -> np.ndarray:
+    spread = float(values.max() - values.min()) if len(values) else 0.0
+    return (values - values.min()) / spread if spread > 0 else np.ones_like(values)
 
 
-def _hybrid(dense: list[tuple[int, float]], lexical: list[tuple[int, float]], s: Settings):
-    return rrf([[i for i, _ in dense], [i for i, _ in lexical]], [s.dense_weight, s.bm25_weight], s.rrf_k)
+def _dense_only(ids: list[int], cosines: np.ndarray, dense: Ranked, lexical: Ranked, s: Settings) -> np.ndarray:
+    return cosines
 
 
-FUSION: dict[str, Callable[..., dict[int, float]]] = {
-    "dense": _dense_only, "bm25": _bm25_only, "hybrid": _hybrid}
+def _bm25_only(ids: list[int], cosines: np.ndarray, dense: Ranked, lexical: Ranked, s: Settings) -> np.ndarray:
+    scores = dict(lexical)
+    return np.asarray([scores.get(i, 0.0) for i in ids])
+
+
+def _hybrid_rrf(ids: list[int], cosines: np.ndarray, dense: Ranked, lexical: Ranked, s: Settings) -> np.ndarray:
+    fused = rrf([[i for i, _ in dense], [i for i, _ in lexical]], [s.dense_weight, s.bm25_weight], s.rrf_k)
+    return np.asarray([fused.get(i, 0.0) for i in ids])
+
+
+def _hybrid_convex(ids: list[int], cosines: np.ndarray, dense: Ranked, lexical: Ranked, s: Settings) -> np.ndarray:
+    """α · min-max(cosine) + (1 − α) · min-max(BM25) over the union of both candidate lists."""
+    bm25 = dict(lexical)
+    lex = np.asarray([bm25.get(i, 0.0) for i in ids])
+    return s.convex_alpha * _minmax(cosines) + (1 - s.convex_alpha) * _minmax(lex)
+
+
+FUSION: dict[str, Callable[..., np.ndarray]] = {
+    "dense": _dense_only, "bm25": _bm25_only, "hybrid:rrf": _hybrid_rrf, "hybrid:convex": _hybrid_convex}
 
 
 class IndexRetriever:
@@ -104,22 +121,25 @@ class IndexRetriever:
         n = max(s.candidates, k)
         dense = self.index.dense_search(qvec, n) if s.retrieval_mode != "bm25" else []
         lexical = self.index.lexical.search(query, n) if s.retrieval_mode != "dense" else []
-        fused = FUSION[s.retrieval_mode](dense, lexical, s)
-        candidates = self._candidates(fused, qvec)
+        candidates = self._candidates(dense, lexical, qvec)
         chunks = self.index.docstore.chunks_by_ids([c.id for c in candidates[: max(4 * k, 20)]])
         selected = self._select(candidates, k, chunks)
         if self.reranker is not None:
             selected = self._rerank(query, selected, chunks)
         return [self._passage(chunks[c.id], c.cosine) for c in selected]
 
-    def _candidates(self, fused: dict[int, float], qvec: np.ndarray) -> list[Candidate]:
-        ranked = sorted(fused.items(), key=lambda item: -item[1])
-        if not ranked:
+    def _candidates(self, dense: Ranked, lexical: Ranked, qvec: np.ndarray) -> list[Candidate]:
+        """Union of both lists with every candidate's cosine (stored vectors), fused, best first."""
+        ids = list(dict.fromkeys([i for i, _ in dense] + [i for i, _ in lexical]))
+        if not ids:
             return []
-        ids = np.asarray([i for i, _ in ranked], dtype=np.int64)
-        vectors = self.index.vectors.reconstruct_batch(ids)
+        vectors = self.index.vectors.reconstruct_batch(np.asarray(ids, dtype=np.int64))
         cosines = vectors @ qvec
-        return [Candidate(int(i), f, float(c), v) for (i, f), c, v in zip(ranked, cosines, vectors)]
+        s = self.settings
+        key = s.retrieval_mode if s.retrieval_mode != "hybrid" else f"hybrid:{s.fusion}"
+        fused = FUSION[key](ids, cosines, dense, lexical, s)
+        order = np.argsort(-fused, kind="stable")
+        return [Candidate(ids[j], float(fused[j]), float(cosines[j]), vectors[j]) for j in order]
 
     def _select(self, candidates: list[Candidate], k: int, chunks: dict[int, StoredChunk]) -> list[Candidate]:
         """Drop near-duplicates; with mmr_lambda < 1 trade relevance for diversity (MMR)."""

@@ -35,11 +35,14 @@ class Settings(BaseSettings):
         description="'package:<module>' for a packaged model, or a sentence-transformers folder/name.",
     )
     embedding_batch_size: int = Field(16, ge=1, le=512)
+    embed_titles: bool = Field(True, description="Embed chunks as 'title + text' (changing it re-embeds all).")
     torch_threads: int = Field(0, ge=0, description="0 keeps torch's default (one per core).")
 
     # Retrieval
     top_k: int = Field(5, ge=1, le=50)
     retrieval_mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
+    fusion: Literal["rrf", "convex"] = Field("rrf", description="How hybrid mode fuses dense and BM25.")
+    convex_alpha: float = Field(0.5, ge=0.0, le=1.0, description="Dense share in convex fusion.")
     rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant.")
     dense_weight: float = Field(1.0, ge=0.0)
     bm25_weight: float = Field(1.0, ge=0.0)

@@ -20,7 +20,8 @@ def embedder() -> SentenceTransformerEmbedder:
 
 @pytest.fixture(scope="session")
 def chunker(embedder) -> Chunker:
-    return Chunker(200, 0.15, model_token_count=embedder.count_tokens, model_max_tokens=embedder.max_tokens)
+    return Chunker(200, 0.15, model_token_count=embedder.count_tokens, model_max_tokens=embedder.max_tokens,
+                   title_prefix=True)
 
 
 @pytest.fixture

@@ -82,3 +82,12 @@ class TestChunker:
     def test_chunk_ids_are_stable_and_ordered(self, chunker):
         chunks = chunker.chunk(Document("news/1", "t", "A. " * 400))
         assert [c.chunk_id for c in chunks] == [f"news/1#{i}" for i in range(len(chunks))]
+
+
+def test_title_prefixed_embedding_text_still_fits_the_model(chunker):
+    title = "A rather long headline about Cambodia, Pakistan, ASEAN and the garment trade (((((( " * 3
+    doc = Document("d", title, " ".join(["(((((((" ] * 400))
+    chunks = chunker.chunk(doc)
+    assert chunks and all(
+        chunker.model_token_count(chunker.embedding_text(c, doc.title)) <= chunker.model_max_tokens for c in chunks)
+    assert chunker.embedding_text(chunks[0], doc.title).startswith(title)

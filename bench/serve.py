@@ -1,0 +1,113 @@
+"""Serving benchmark: cold start and /api/answer latency under concurrent loopback clients.
+
+    rag ingest ../shared/data/bbc --index index/bbc      # once (or: python bench/ingest.py --index index/bbc)
+    python bench/serve.py --index index/bbc --clients 4 --requests 400
+
+Starts `rag serve` as a separate process, times process start → /readyz 200 (cold start), then
+runs a bounded number of requests from N concurrent clients (extractive generator) and prints
+throughput and p50/p95/p99. Questions are the headlines of the indexed articles, asked as questions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(index: Path, port: int) -> tuple[subprocess.Popen, float]:
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "rag", "serve", "--index", str(index), "--port", str(port)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "RAG_GENERATOR": "extractive"})
+    url = f"http://127.0.0.1:{port}/readyz"
+    while time.perf_counter() - t0 < 120:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return proc, time.perf_counter() - t0
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            sys.exit("rag serve exited; is the index built? (see the docstring)")
+        time.sleep(0.02)
+    proc.kill()
+    sys.exit("server not ready after 120 s")
+
+
+def questions(base: str, n: int, seed: int = 7) -> list[str]:
+    docs, offset = [], 0
+    while True:
+        page = httpx.get(f"{base}/api/documents", params={"offset": offset, "limit": 1000}).json()
+        docs += page["documents"]
+        offset += 1000
+        if offset >= page["total"]:
+            break
+    rng = random.Random(seed)
+    return [f"What happened: {d['title']}?" for d in rng.choices(docs, k=n)]
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--index", type=Path, default=ROOT / "index" / "bbc")
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--warmup", type=int, default=20)
+    args = parser.parse_args()
+    port = free_port()
+    proc, cold = start_server(args.index, port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        qs = questions(base, args.requests + args.warmup)
+        with httpx.Client(timeout=30) as client:
+            for q in qs[:args.warmup]:
+                client.post(f"{base}/api/answer", json={"question": q})
+
+        def one(q: str) -> tuple[float, int]:
+            with httpx.Client(timeout=30) as c:
+                t0 = time.perf_counter()
+                r = c.post(f"{base}/api/answer", json={"question": q})
+                return (time.perf_counter() - t0) * 1000, r.status_code
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(args.clients) as pool:
+            results = list(pool.map(one, qs[args.warmup:]))
+        wall = time.perf_counter() - t0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    latencies = [ms for ms, _ in results]
+    errors = sum(1 for _, status in results if status != 200)
+    print(f"machine       {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"index         {args.index}")
+    print(f"cold start    {cold:.2f} s (process start → /readyz 200)")
+    print(f"requests      {len(results)} from {args.clients} concurrent clients, {errors} errors")
+    print(f"throughput    {len(results) / wall:.1f} req/s")
+    print(f"latency       p50 {pct(latencies, .5):.1f} ms · p95 {pct(latencies, .95):.1f} ms · "
+          f"p99 {pct(latencies, .99):.1f} ms · mean {statistics.fmean(latencies):.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
