@@ -22,8 +22,13 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rag.answering import Answer, Answerer
-from rag.api_models import (AnswerRequest, AnswerResponse, ChatCompletionMessage, ChatCompletionRequest,
-                            MAX_QUESTION_CHARS)
+from rag.api_models import (
+    MAX_QUESTION_CHARS,
+    AnswerRequest,
+    AnswerResponse,
+    ChatCompletionMessage,
+    ChatCompletionRequest,
+)
 from rag.chunking import split_sentences
 from rag.embedding import Embedder
 from rag.generation import GeneratorUnavailable, Turn

@@ -122,7 +122,7 @@ class CitationVerifier:
             if not supported:
                 continue
             new_numbers = []
-            for n, (start, end, support, _) in supported:
+            for n, (start, end, _, _) in supported:
                 key = (n, start, end)
                 renumber.setdefault(key, len(renumber) + 1)
                 new_numbers.append(renumber[key])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -17,7 +17,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
-IndexOpt = Annotated[Optional[Path], typer.Option("--index", help="Index folder [default: index/default].")]
+IndexOpt = Annotated[Path | None, typer.Option("--index", help="Index folder [default: index/default].")]
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -56,7 +56,7 @@ def _progress_printer():
 
 
 @app.command()
-def ingest(paths: Annotated[Optional[list[Path]], typer.Argument(help="Files and folders [default: data/articles].")] = None,
+def ingest(paths: Annotated[list[Path] | None, typer.Argument(help="Files and folders [default: data/articles].")] = None,
            index: IndexOpt = None,
            rebuild: Annotated[bool, typer.Option(help="Ignore the existing index and build from scratch.")] = False) -> None:
     """Index articles (.md .txt .html .json .jsonl); re-runs only re-embed what changed."""
@@ -147,7 +147,7 @@ def _print_answer(answer) -> None:
 
 
 @app.command()
-def ask(question: str, index: IndexOpt = None, k: Annotated[Optional[int], typer.Option("-k")] = None,
+def ask(question: str, index: IndexOpt = None, k: Annotated[int | None, typer.Option("-k")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the /api/answer object.")] = False) -> None:
     """Answer QUESTION from the indexed articles, with cited sources."""
     from rag.generation import GeneratorUnavailable
@@ -192,11 +192,11 @@ def chat(index: IndexOpt = None) -> None:
 
 
 @app.command("eval")
-def eval_(files: Annotated[Optional[list[Path]], typer.Argument(help="Question files [default: eval/*.jsonl].")] = None,
+def eval_(files: Annotated[list[Path] | None, typer.Argument(help="Question files [default: eval/*.jsonl].")] = None,
           index: IndexOpt = None,
-          report: Annotated[Optional[Path], typer.Option("--report", help="Report folder [default: eval/reports].")] = None,
+          report: Annotated[Path | None, typer.Option("--report", help="Report folder [default: eval/reports].")] = None,
           check: Annotated[bool, typer.Option("--check", help="Exit 1 when a metric misses its threshold.")] = False,
-          compare: Annotated[Optional[tuple[Path, Path]], typer.Option("--compare", help="Compare two report JSONs.")] = None,
+          compare: Annotated[tuple[Path, Path] | None, typer.Option("--compare", help="Compare two report JSONs.")] = None,
           plot: Annotated[bool, typer.Option(help="Write a PNG of accuracy by type and latency.")] = True,
           calibrate_: Annotated[bool, typer.Option("--calibrate", help="Sweep the abstention threshold.")] = False) -> None:
     """Score the eval question set: retrieval, answers, citations, abstention, latency."""
@@ -251,8 +251,8 @@ def eval_(files: Annotated[Optional[list[Path]], typer.Argument(help="Question f
 
 
 @app.command()
-def serve(index: IndexOpt = None, host: Annotated[Optional[str], typer.Option(help="[default: 127.0.0.1]")] = None,
-          port: Annotated[Optional[int], typer.Option(help="[default: 8000]")] = None) -> None:
+def serve(index: IndexOpt = None, host: Annotated[str | None, typer.Option(help="[default: 127.0.0.1]")] = None,
+          port: Annotated[int | None, typer.Option(help="[default: 8000]")] = None) -> None:
     """Serve the chat UI at / and the HTTP API; builds the default index first if it is missing."""
     import uvicorn
 
@@ -281,7 +281,7 @@ def serve(index: IndexOpt = None, host: Annotated[Optional[str], typer.Option(he
 def eval_beir(folder: Annotated[Path, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/.")],
               index: IndexOpt = None,
               split: Annotated[str, typer.Option(help="qrels split to score.")] = "test",
-              mode: Annotated[Optional[str], typer.Option(help="dense | bm25 | hybrid [default: setting].")] = None,
+              mode: Annotated[str | None, typer.Option(help="dense | bm25 | hybrid [default: setting].")] = None,
               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """nDCG@10, Recall@10/100 and MRR@10 on a BEIR-layout folder (builds or reuses its index)."""
     from rag import beir

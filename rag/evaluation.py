@@ -21,7 +21,7 @@ import time
 import unicodedata
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -251,7 +251,7 @@ def index_hash(answerer: Answerer) -> str:
 def build_report(rows: list[Row], answerer: Answerer, question_files: list[Path]) -> dict[str, Any]:
     settings = answerer.settings
     return {
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "question_files": [str(p) for p in question_files],
         "index": {"path": str(answerer.retriever.index.root), "hash": index_hash(answerer),
                   "generation": answerer.retriever.index.manifest.generation},
@@ -356,11 +356,10 @@ def calibrate(rows: list[Row]) -> tuple[float, list[tuple[float, float, float, f
     unanswerable = [r for r in rows if r.should_abstain]
     sweep = []
     for t in [round(0.30 + 0.01 * i, 2) for i in range(51)]:
-        def abstains(r: Row) -> bool:
-            return r.abstained or r.evidence_score < t
-        acc = sum(1 for r in answerable if not abstains(r) and r.correct) / max(1, len(answerable))
-        rec = sum(1 for r in unanswerable if abstains(r)) / max(1, len(unanswerable))
-        false = sum(1 for r in answerable if abstains(r)) / max(1, len(answerable))
+        refused = {id(r) for r in rows if r.abstained or r.evidence_score < t}
+        acc = sum(1 for r in answerable if id(r) not in refused and r.correct) / max(1, len(answerable))
+        rec = sum(1 for r in unanswerable if id(r) in refused) / max(1, len(unanswerable))
+        false = sum(1 for r in answerable if id(r) in refused) / max(1, len(answerable))
         sweep.append((t, round(acc, 4), round(rec, 4), round(false, 4)))
     n_a, n_u = len(answerable), len(unanswerable)
     best = max(sweep, key=lambda s: (s[1] * n_a + s[2] * n_u, -s[0]))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
+from rag.citations import MARKER
 from rag.generation import Generator, GeneratorUnavailable, Turn
 from rag.prompts import PromptLibrary
-from rag.citations import MARKER
 from rag.text import entities, words
 
 PRONOUNS = r"\b(it|its|they|them|their|he|him|his|she|her)\b|\b(this|that|these|those|there)(?=\s*[?.!]*$)"

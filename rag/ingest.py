@@ -6,19 +6,31 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from rag.chunking import ENCODING_NAME, Chunk, Chunker
+from rag.chunking import ENCODING_NAME, Chunker
 from rag.docstore import DocStore
 from rag.documents import Document, Skipped, load_documents
 from rag.embedding import Embedder
-from rag.index import (BM25_DIR, DOCSTORE, FORMAT_VERSION, VECTORS, Index, IndexIncompatible,
-                       IndexNotFound, Manifest, current_generation, ingest_lock, new_vector_index,
-                       next_generation_name, publish, staging_dir)
+from rag.index import (
+    BM25_DIR,
+    DOCSTORE,
+    FORMAT_VERSION,
+    VECTORS,
+    Index,
+    IndexIncompatible,
+    IndexNotFound,
+    Manifest,
+    ingest_lock,
+    new_vector_index,
+    next_generation_name,
+    publish,
+    staging_dir,
+)
 from rag.lexical import LexicalIndex
 
 EMBED_GROUP = 256  # texts per encode call: big enough to sort by length, small enough for progress
@@ -148,7 +160,7 @@ def _write_generation(root: Path, previous: Index | None, changed: list[Document
         Manifest(format_version=FORMAT_VERSION, model=embedder.model_id, dimension=embedder.dimension,
                  chunker=chunker_settings(chunker), documents=report.documents_total,
                  chunks=report.chunks_total, next_id=int(first_id + len(chunks)),
-                 built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), generation=name).write(staging)
+                 built_at=datetime.now(UTC).isoformat(timespec="seconds"), generation=name).write(staging)
         publish(root, staging, name)
         report.published = True
     except BaseException:

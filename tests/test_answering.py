@@ -114,7 +114,7 @@ class TestCitationVerification:
 class TestPromptBudget:
     def test_whole_passages_best_first_within_the_token_budget(self):
         enc = get_encoding()
-        passages = [_passage(i, ("Sentence about topic %d. " % i) * (10 + 5 * i)) for i in range(8)]
+        passages = [_passage(i, f"Sentence about topic {i}. " * (10 + 5 * i)) for i in range(8)]
         for budget in (50, 200, 600, 5000):
             packed = pack_passages(passages, budget, enc)
             cost = sum(len(enc.encode_ordinary(format_passage(i + 1, p))) for i, p in enumerate(packed))

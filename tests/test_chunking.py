@@ -3,13 +3,15 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rag.chunking import Chunker, split_sentences
 from rag.documents import Document
 
 WORDS = st.sampled_from(["Cambodia", "Phnom", "Penh.", "$53", "million,", "1952!", "Hun", "Manet?", "“quoted”",
-                         "naïve", "日本語のテキスト", "🙂", "x" * 40, "." * 120, "(((((((", "e.g.", "U.S.", "\n", "\n\n", "\t", "  ", "\u00a0"])
+                         "naïve", "日本語のテキスト", "🙂", "x" * 40, "." * 120, "(((((((", "e.g.", "U.S.",
+                         "\n", "\n\n", "\t", "  ", "\u00a0"])
 TEXTS = st.one_of(
     st.lists(WORDS, max_size=400).map(" ".join),
     st.text(max_size=3000),

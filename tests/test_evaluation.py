@@ -84,7 +84,7 @@ def test_rag_eval_writes_reports_checks_and_compares(tmp_path: Path, bundled_ind
     runner = CliRunner()
     subset = tmp_path / "small.jsonl"
     lines = QUESTIONS.read_text(encoding="utf-8").splitlines()
-    subset.write_text("\n".join(lines[:6] + [l for l in lines if '"u0' in l][:2]) + "\n")
+    subset.write_text("\n".join(lines[:6] + [line for line in lines if '"u0' in line][:2]) + "\n")
     reports = tmp_path / "reports"
     result = runner.invoke(app, ["eval", str(subset), "--index", str(bundled_index), "--report", str(reports)])
     assert result.exit_code == 0, result.output
