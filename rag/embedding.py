@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Protocol
 
@@ -131,3 +133,28 @@ class SentenceTransformerEmbedder:
         vector = hidden.mean(dim=0)
         vector = vector / vector.norm().clamp(min=1e-12)
         return vector.numpy().astype(np.float32)
+
+
+class VectorCache:
+    """Embeddings of short texts (sentences), cached in a bounded LRU; safe across server threads."""
+
+    def __init__(self, embedder: Embedder, size: int = 50_000):
+        self.embedder, self.size = embedder, size
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def vectors(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.embedder.dimension), np.float32)
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))
+        fresh = dict(zip(missing, self.embedder.encode(missing))) if missing else {}
+        with self._lock:
+            self._vectors.update(fresh)
+            found = [self._vectors.get(t, fresh.get(t)) for t in texts]
+            for t in texts:
+                if t in self._vectors:
+                    self._vectors.move_to_end(t)
+            while len(self._vectors) > self.size:
+                self._vectors.popitem(last=False)
+        return np.stack(found)

@@ -9,15 +9,13 @@ question's cost at one small batch instead of one vector per sentence of every p
 from __future__ import annotations
 
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from rag.chunking import split_sentences
-from rag.embedding import Embedder
+from rag.embedding import VectorCache
 from rag.retrieval import Passage
 from rag.text import content_terms, entities, numbers, words
 
@@ -105,31 +103,12 @@ def _combine(cosine: float, coverage: float, type_match: float, kind: str | None
 class EvidenceScorer:
     """Scores the sentences of retrieved passages against a question.
 
-    Sentence vectors are cached (bounded LRU by sentence text): the same passages come back often.
+    Sentence vectors come from a shared ``VectorCache``: the same passages come back often.
     """
 
-    def __init__(self, embedder: Embedder, idf: Callable[[str], float] | None = None, cache_size: int = 50_000):
-        self.embedder = embedder
+    def __init__(self, cache: VectorCache, idf: Callable[[str], float] | None = None):
+        self.cache = cache
         self.idf = idf or (lambda term: 1.0)
-        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._cache_size = cache_size
-        self._lock = threading.Lock()  # the server answers from several threads
-
-    def vectors(self, texts: list[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.embedder.dimension), np.float32)
-        with self._lock:
-            missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))
-        fresh = dict(zip(missing, self.embedder.encode(missing))) if missing else {}
-        with self._lock:
-            self._vectors.update(fresh)
-            found = [self._vectors.get(t, fresh.get(t)) for t in texts]
-            for t in texts:
-                if t in self._vectors:
-                    self._vectors.move_to_end(t)
-            while len(self._vectors) > self._cache_size:
-                self._vectors.popitem(last=False)
-        return np.stack(found)
 
     def score(self, question: str, qvec: np.ndarray, passages: list[Passage]) -> Evidence:
         q_terms = list(dict.fromkeys(content_terms(question)))
@@ -156,7 +135,7 @@ class EvidenceScorer:
                 rough.append((_combine(p.score, cov, tm, kind), i, s, e, text, cov, tm))
         rough.sort(key=lambda r: (-r[0], r[1], r[2]))
         top = rough[:EMBED_TOP]
-        cosines = self.vectors([r[4] for r in top]) @ qvec if top else []
+        cosines = self.cache.vectors([r[4] for r in top]) @ qvec if top else []
         found = [Sentence(i, passages[i].start + s, passages[i].start + e, text, float(cos), cov, tm,
                           round(_combine(float(cos), cov, tm, kind), 4))
                  for (_, i, s, e, text, cov, tm), cos in zip(top, cosines)]

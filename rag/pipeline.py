@@ -7,7 +7,7 @@ from pathlib import Path
 from rag.answering import Answerer
 from rag.chunking import Chunker
 from rag.citations import CitationVerifier
-from rag.embedding import Embedder, SentenceTransformerEmbedder
+from rag.embedding import Embedder, SentenceTransformerEmbedder, VectorCache
 from rag.evidence import EvidenceScorer
 from rag.followup import Condenser
 from rag.generation import Generator
@@ -27,9 +27,10 @@ def build_chunker(settings: Settings, embedder: Embedder) -> Chunker:
                    model_max_tokens=embedder.max_tokens, title_prefix=settings.embed_titles)
 
 
-def open_retriever(settings: Settings, embedder: Embedder, index_dir: Path | None = None) -> IndexRetriever:
+def open_retriever(settings: Settings, embedder: Embedder, index_dir: Path | None = None,
+                   cache: VectorCache | None = None) -> IndexRetriever:
     index = Index.open(index_dir or settings.index_dir, model=embedder.model_id)
-    return IndexRetriever(index, embedder, settings)
+    return IndexRetriever(index, embedder, settings, cache or VectorCache(embedder))
 
 
 def build_generator(settings: Settings, prompts: PromptLibrary) -> Generator:
@@ -50,9 +51,10 @@ def build_answerer(settings: Settings, embedder: Embedder, retriever: IndexRetri
                    generator: Generator | None = None) -> Answerer:
     prompts = PromptLibrary(settings.prompts_dir)
     generator = generator or build_generator(settings, prompts)
-    retriever = retriever or open_retriever(settings, embedder)
+    cache = retriever.cache if retriever else VectorCache(embedder)
+    retriever = retriever or open_retriever(settings, embedder, cache=cache)
     writer = None if isinstance(generator, ExtractiveGenerator) else generator
-    scorer = EvidenceScorer(embedder, idf=retriever.index.lexical.idf)
+    scorer = EvidenceScorer(cache, idf=retriever.index.lexical.idf)
     verifier = CitationVerifier(embedder, settings.support_threshold, settings.support_min_coverage,
-                                vectors=scorer.vectors)
+                                vectors=cache.vectors)
     return Answerer(retriever, generator, settings, Condenser(prompts, writer), verifier, scorer)

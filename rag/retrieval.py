@@ -8,8 +8,9 @@ from typing import Protocol
 
 import numpy as np
 
+from rag.chunking import split_sentences
 from rag.docstore import StoredChunk
-from rag.embedding import Embedder
+from rag.embedding import Embedder, VectorCache
 from rag.index import Index
 from rag.settings import Settings
 
@@ -99,8 +100,9 @@ class IndexRetriever:
         'cambodia-pakistan-embassy'
     """
 
-    def __init__(self, index: Index, embedder: Embedder, settings: Settings):
+    def __init__(self, index: Index, embedder: Embedder, settings: Settings, cache: VectorCache | None = None):
         self.index, self.embedder, self.settings = index, embedder, settings
+        self.cache = cache or VectorCache(embedder)
         self.reranker = None
         if settings.reranker_path is not None:
             from sentence_transformers import CrossEncoder
@@ -123,6 +125,8 @@ class IndexRetriever:
         lexical = self.index.lexical.search(query, n) if s.retrieval_mode != "dense" else []
         candidates = self._candidates(dense, lexical, qvec)
         chunks = self.index.docstore.chunks_by_ids([c.id for c in candidates[: max(4 * k, 20)]])
+        if s.rescore_top:
+            candidates = self._rescore_by_sentence(candidates, chunks, qvec)
         selected = self._select(candidates, k, chunks)
         if self.reranker is not None:
             selected = self._rerank(query, selected, chunks)
@@ -141,21 +145,49 @@ class IndexRetriever:
         order = np.argsort(-fused, kind="stable")
         return [Candidate(ids[j], float(fused[j]), float(cosines[j]), vectors[j]) for j in order]
 
+    def _rescore_by_sentence(self, candidates: list[Candidate], chunks: dict[int, StoredChunk],
+                             qvec: np.ndarray) -> list[Candidate]:
+        """Second stage: mix each top candidate's fused score with its best sentence's cosine.
+
+        A chunk that holds one sentence matching the query closely beats one that is vaguely about
+        it. Sentence vectors are cached, so repeated passages cost nothing.
+        """
+        s = self.settings
+        head = [c for c in candidates[:s.rescore_top] if c.id in chunks]
+        if len(head) < 2:
+            return candidates
+        per_chunk = []
+        for c in head:
+            text = chunks[c.id].chunk.text
+            per_chunk.append([text[a:b] for a, b in split_sentences(text)] or [text])
+        cosines = self.cache.vectors([t for sentences in per_chunk for t in sentences]) @ qvec  # one batch
+        bounds = np.cumsum([0] + [len(sentences) for sentences in per_chunk])
+        best = [float(cosines[a:b].max()) for a, b in zip(bounds[:-1], bounds[1:])]
+        mixed = (1 - s.rescore_weight) * _minmax(np.asarray([c.fused for c in head])) + \
+            s.rescore_weight * _minmax(np.asarray(best))
+        order = np.argsort(-mixed, kind="stable")
+        rest = [c for c in candidates if c not in head]
+        return [head[i] for i in order] + rest
+
     def _select(self, candidates: list[Candidate], k: int, chunks: dict[int, StoredChunk]) -> list[Candidate]:
         """Drop near-duplicates; with mmr_lambda < 1 trade relevance for diversity (MMR)."""
         lam = self.settings.mmr_lambda
         pool = [c for c in candidates if c.id in chunks]
+        if not pool:
+            return []
+        chosen = np.empty((k, len(pool[0].vector)), dtype=np.float32)  # vectors of the selected, in order
         selected: list[Candidate] = []
+        top = max(c.fused for c in pool) or 1.0
         while pool and len(selected) < k:
+            taken = chosen[:len(selected)]
             if lam >= 1.0 or not selected:
                 best = pool[0]
             else:
-                chosen = np.stack([c.vector for c in selected])
-                top = max(c.fused for c in pool) or 1.0
-                best = max(pool, key=lambda c: lam * c.fused / top - (1 - lam) * float(np.max(chosen @ c.vector)))
+                best = max(pool, key=lambda c: lam * c.fused / top - (1 - lam) * float(np.max(taken @ c.vector)))
             pool.remove(best)
-            if selected and float(np.max(np.stack([c.vector for c in selected]) @ best.vector)) > NEAR_DUPLICATE_COSINE:
+            if selected and float(np.max(taken @ best.vector)) > NEAR_DUPLICATE_COSINE:
                 continue
+            chosen[len(selected)] = best.vector
             selected.append(best)
         return selected
 

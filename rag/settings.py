@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     dense_weight: float = Field(1.0, ge=0.0)
     bm25_weight: float = Field(1.0, ge=0.0)
     candidates: int = Field(50, ge=1, le=1000, description="Per-retriever candidates before fusion.")
+    rescore_top: int = Field(0, ge=0, le=200, description="Second stage: re-score this many by best sentence (0 = off).")
+    rescore_weight: float = Field(0.3, ge=0.0, le=1.0, description="Best-sentence share in the second stage.")
     mmr_lambda: float = Field(1.0, ge=0.0, le=1.0, description="1.0 disables MMR diversity.")
     reranker_path: Path | None = Field(None, description="Local CrossEncoder folder (optional).")
 

@@ -65,10 +65,11 @@ class TestIngest:
         filler = {f"f{i}": (f"Filler {i}", "Markets were calm and trading volumes were low. " * 20) for i in range(5)}
         planted = {"mekong": ("Infrastructure", "Officials met on Tuesday. " + PLANTED + " Costs were not given.")}
         _run(_corpus(tmp_path / "docs", {**filler, **planted}), settings, embedder, chunker)
-        for mode in ("dense", "hybrid"):
-            top = _retriever(settings, embedder, retrieval_mode=mode).search(
+        for overrides in ({"retrieval_mode": "dense"}, {"retrieval_mode": "hybrid"},
+                          {"retrieval_mode": "hybrid", "fusion": "convex"}, {"rescore_top": 10}, {"mmr_lambda": 0.5}):
+            top = _retriever(settings, embedder, **overrides).search(
                 "When can cars start crossing the river crossing being built?", k=3)
-            assert top[0].doc_id == "mekong" and PLANTED in top[0].text, mode
+            assert top[0].doc_id == "mekong" and PLANTED in top[0].text, overrides
 
     def test_results_are_best_first_without_duplicates(self, tmp_path, settings, embedder, chunker):
         dup = {"rice-copy": TOPICS["rice"]}  # the same article under two names
