@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     # Retrieval
     top_k: int = Field(5, ge=1, le=50)
     retrieval_mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
-    fusion: Literal["rrf", "convex"] = Field("rrf", description="How hybrid mode fuses dense and BM25.")
+    fusion: Literal["rrf", "convex"] = Field("convex", description="How hybrid mode fuses dense and BM25 (chosen on SciFact train).")
     convex_alpha: float = Field(0.5, ge=0.0, le=1.0, description="Dense share in convex fusion.")
     rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant.")
     dense_weight: float = Field(1.0, ge=0.0)
