@@ -80,7 +80,7 @@ def bench_model(corpus: Path, settings: Settings) -> None:
     embedder = build_embedder(settings)
     chunker = build_chunker(settings, embedder)
     docs, _ = load_documents([corpus])
-    texts = [c.text for d in docs for c in chunker.chunk(d)]
+    texts = [chunker.embedding_text(c, d.title) for d in docs for c in chunker.chunk(d)]  # what ingest embeds
     texts.sort(key=len)  # what sentence-transformers does too: least padding
     model, tok, bs = embedder._transformer, embedder.tokenizer, settings.embedding_batch_size
     t0 = time.perf_counter()

@@ -18,6 +18,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -85,11 +86,14 @@ def main() -> None:
             for q in qs[:args.warmup]:
                 client.post(f"{base}/api/answer", json={"question": q})
 
-        def one(q: str) -> tuple[float, int]:
-            with httpx.Client(timeout=30) as c:
-                t0 = time.perf_counter()
-                r = c.post(f"{base}/api/answer", json={"question": q})
-                return (time.perf_counter() - t0) * 1000, r.status_code
+        local = threading.local()  # one keep-alive connection per client, as real clients do
+
+        def one(q: str) -> tuple[float, int, str]:
+            if not hasattr(local, "client"):
+                local.client = httpx.Client(timeout=30)
+            t0 = time.perf_counter()
+            r = local.client.post(f"{base}/api/answer", json={"question": q})
+            return (time.perf_counter() - t0) * 1000, r.status_code, "" if r.status_code == 200 else r.text[:200]
 
         t0 = time.perf_counter()
         with ThreadPoolExecutor(args.clients) as pool:
@@ -98,12 +102,14 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    latencies = [ms for ms, _ in results]
-    errors = sum(1 for _, status in results if status != 200)
+    latencies = [ms for ms, _, _ in results]
+    errors = [(status, body) for _, status, body in results if status != 200]
     print(f"machine       {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"index         {args.index}")
     print(f"cold start    {cold:.2f} s (process start → /readyz 200)")
-    print(f"requests      {len(results)} from {args.clients} concurrent clients, {errors} errors")
+    print(f"requests      {len(results)} from {args.clients} concurrent clients, {len(errors)} errors")
+    for status, body in errors[:3]:
+        print(f"  error       {status}: {body}")
     print(f"throughput    {len(results) / wall:.1f} req/s")
     print(f"latency       p50 {pct(latencies, .5):.1f} ms · p95 {pct(latencies, .95):.1f} ms · "
           f"p99 {pct(latencies, .99):.1f} ms · mean {statistics.fmean(latencies):.1f} ms")

@@ -176,9 +176,9 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if state.embedder is None:
-            from rag.pipeline import build_embedder
+            from rag.pipeline import build_query_embedder
 
-            state.embedder = await asyncio.to_thread(build_embedder, settings)
+            state.embedder = await asyncio.to_thread(build_query_embedder, settings)
         await asyncio.to_thread(state.refresh)
         yield
 

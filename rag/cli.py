@@ -83,10 +83,10 @@ def ingest(paths: Annotated[list[Path] | None, typer.Argument(help="Files and fo
 def search(query: str, k: Annotated[int, typer.Option("-k", help="Number of passages.")] = 5,
            index: IndexOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Print the passages that best match QUERY."""
-    from rag.pipeline import build_embedder, open_retriever
+    from rag.pipeline import build_query_embedder, open_retriever
 
     settings = _settings(index)
-    retriever = _open(settings, build_embedder(settings), open_retriever)
+    retriever = _open(settings, build_query_embedder(settings), open_retriever)
     passages = retriever.search(query, k)
     if as_json:
         print(json.dumps({"passages": [p.to_dict() for p in passages]}, ensure_ascii=False, indent=2))
@@ -125,9 +125,9 @@ def stats(index: IndexOpt = None) -> None:
 def _answerer(settings: Settings):
     from rag.generation import GeneratorUnavailable
     from rag.index import IndexIncompatible, IndexNotFound
-    from rag.pipeline import build_answerer, build_embedder
+    from rag.pipeline import build_answerer, build_query_embedder
 
-    embedder = build_embedder(settings)
+    embedder = build_query_embedder(settings)
     try:
         return build_answerer(settings, embedder)
     except (IndexNotFound, IndexIncompatible, GeneratorUnavailable) as exc:
@@ -258,20 +258,20 @@ def serve(index: IndexOpt = None, host: Annotated[str | None, typer.Option(help=
 
     from rag.api import create_app
     from rag.index import current_generation
-    from rag.pipeline import build_chunker, build_embedder
+    from rag.pipeline import build_chunker, build_embedder, build_query_embedder
 
     settings = _settings(index)
-    embedder = build_embedder(settings)
     if current_generation(settings.index_dir) is None:
         if index is not None and index != Settings().index_dir:
             _fail(f"no index at {settings.index_dir}: build it with `rag ingest PATH --index {settings.index_dir}`")
         from rag.ingest import ingest as run_ingest
 
         err.print(f"no index yet: indexing {settings.articles_dir} …", highlight=False)
+        embedder = build_embedder(settings)
         report = run_ingest([settings.articles_dir], settings.index_dir, embedder, build_chunker(settings, embedder),
                             batch_size=settings.embedding_batch_size, progress=_progress_printer())
         err.print(report.summary(), highlight=False)
-    app_ = create_app(settings, embedder)
+    app_ = create_app(settings, build_query_embedder(settings))
     host, port = host or settings.host, port or settings.port
     err.print(f"chat UI on http://{host}:{port}/  ·  API docs on http://{host}:{port}/docs", highlight=False)
     uvicorn.run(app_, host=host, port=port, log_level="warning")
@@ -287,7 +287,7 @@ def eval_beir(folder: Annotated[Path, typer.Argument(help="BEIR folder: corpus.j
     from rag import beir
     from rag.index import current_generation
     from rag.ingest import ingest as run_ingest
-    from rag.pipeline import build_chunker, build_embedder, open_retriever
+    from rag.pipeline import build_chunker, build_embedder, build_query_embedder, open_retriever
 
     for needed in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
         if not (folder / needed).is_file():
@@ -297,14 +297,13 @@ def eval_beir(folder: Annotated[Path, typer.Argument(help="BEIR folder: corpus.j
         if mode not in ("dense", "bm25", "hybrid"):
             _fail("--mode must be dense, bm25 or hybrid")
         settings = settings.model_copy(update={"retrieval_mode": mode})
-    embedder = build_embedder(settings)
     if current_generation(settings.index_dir) is None:
         err.print(f"building {settings.index_dir} from {folder / 'corpus.jsonl'} …", highlight=False)
-    report = run_ingest([folder / "corpus.jsonl"], settings.index_dir, embedder, build_chunker(settings, embedder),
-                        batch_size=settings.embedding_batch_size, progress=_progress_printer())
-    if report.published:
+        embedder = build_embedder(settings)
+        report = run_ingest([folder / "corpus.jsonl"], settings.index_dir, embedder, build_chunker(settings, embedder),
+                            batch_size=settings.embedding_batch_size, progress=_progress_printer())
         err.print(report.summary(), highlight=False)
-    retriever = _open(settings, embedder, open_retriever)
+    retriever = _open(settings, build_query_embedder(settings), open_retriever)
     result = beir.evaluate(retriever, beir.load_queries(folder), beir.load_qrels(folder, split))
     result = {"dataset": folder.resolve().name, "split": split, "mode": settings.retrieval_mode, **result}
     if as_json:

@@ -366,5 +366,6 @@ def calibrate(rows: list[Row]) -> tuple[float, list[tuple[float, float, float, f
         false = sum(1 for r in answerable if id(r) in refused) / max(1, len(answerable))
         sweep.append((t, round(acc, 4), round(rec, 4), round(false, 4)))
     n_a, n_u = len(answerable), len(unanswerable)
-    best = max(sweep, key=lambda s: (s[1] * n_a + s[2] * n_u, -s[0]))
+    # Ties go to the lower threshold: fewer refusals of questions the articles do answer.
+    best = max(sweep, key=lambda s: (round(s[1] * n_a + s[2] * n_u), -s[0]))
     return best[0], sweep

@@ -106,8 +106,8 @@ class EvidenceScorer:
     Sentence vectors come from a shared ``VectorCache``: the same passages come back often.
     """
 
-    def __init__(self, cache: VectorCache, idf: Callable[[str], float] | None = None):
-        self.cache = cache
+    def __init__(self, cache: VectorCache, idf: Callable[[str], float] | None = None, embed_top: int = EMBED_TOP):
+        self.cache, self.embed_top = cache, embed_top
         self.idf = idf or (lambda term: 1.0)
 
     def score(self, question: str, qvec: np.ndarray, passages: list[Passage]) -> Evidence:
@@ -134,10 +134,12 @@ class EvidenceScorer:
                 tm = _type_match(kind, text, question)
                 rough.append((_combine(p.score, cov, tm, kind), i, s, e, text, cov, tm))
         rough.sort(key=lambda r: (-r[0], r[1], r[2]))
-        top = rough[:EMBED_TOP]
-        cosines = self.cache.vectors([r[4] for r in top]) @ qvec if top else []
+        top = rough[:self.embed_top]
+        cosines = list(self.cache.vectors([r[4] for r in top]) @ qvec) if top else []
+        # Beyond the embedded few, a sentence's cosine is its passage's (no model call).
+        cosines += [passages[r[1]].score for r in rough[len(top):]]
         found = [Sentence(i, passages[i].start + s, passages[i].start + e, text, float(cos), cov, tm,
                           round(_combine(float(cos), cov, tm, kind), 4))
-                 for (_, i, s, e, text, cov, tm), cos in zip(top, cosines)]
+                 for (_, i, s, e, text, cov, tm), cos in zip(rough, cosines)]
         found.sort(key=lambda s: (-s.score, s.passage, s.start))
         return Evidence(found, missing)

@@ -19,7 +19,20 @@ from rag.settings import Settings
 
 
 def build_embedder(settings: Settings) -> Embedder:
+    """The ingest embedder: sentence-transformers on torch, batched."""
     return SentenceTransformerEmbedder(settings.embedding_model, torch_threads=settings.torch_threads)
+
+
+def build_query_embedder(settings: Settings) -> Embedder:
+    """The answer-time embedder: the ONNX export when possible (same vectors, a fraction of the cost)."""
+    if settings.query_backend == "onnx":
+        from rag.onnx_embedding import OnnxEmbedder, OnnxUnavailable
+
+        try:
+            return OnnxEmbedder(settings.embedding_model, settings.model_cache_dir, settings.query_threads)
+        except OnnxUnavailable:
+            pass  # e.g. a CLS-pooled model: torch handles every architecture
+    return build_embedder(settings)
 
 
 def build_chunker(settings: Settings, embedder: Embedder) -> Chunker:
@@ -54,7 +67,7 @@ def build_answerer(settings: Settings, embedder: Embedder, retriever: IndexRetri
     cache = retriever.cache if retriever else VectorCache(embedder)
     retriever = retriever or open_retriever(settings, embedder, cache=cache)
     writer = None if isinstance(generator, ExtractiveGenerator) else generator
-    scorer = EvidenceScorer(cache, idf=retriever.index.lexical.idf)
+    scorer = EvidenceScorer(cache, idf=retriever.index.lexical.idf, embed_top=settings.evidence_embed_top)
     verifier = CitationVerifier(embedder, settings.support_threshold, settings.support_min_coverage,
                                 vectors=cache.vectors)
     return Answerer(retriever, generator, settings, Condenser(prompts, writer), verifier, scorer)

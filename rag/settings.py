@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     embedding_batch_size: int = Field(16, ge=1, le=512)
     embed_titles: bool = Field(True, description="Embed chunks as 'title + text' (changing it re-embeds all).")
     torch_threads: int = Field(0, ge=0, description="0 keeps torch's default (one per core).")
+    query_backend: Literal["onnx", "torch"] = Field(
+        "onnx", description="Queries and sentences at answer time: ONNX export of the same model, or torch.")
+    query_threads: int = Field(1, ge=1, description="onnxruntime threads per request.")
+    model_cache_dir: Path = Field(PROJECT_ROOT / "index" / ".models", description="Where the ONNX export is cached.")
 
     # Retrieval
     top_k: int = Field(5, ge=1, le=50)
@@ -57,6 +61,7 @@ class Settings(BaseSettings):
     abstain_threshold: float = Field(0.49, description="Min. evidence score to answer (see eval/CALIBRATION.md).")
     support_threshold: float = Field(0.7, description="Min. support (coverage+cosine) to keep a generated sentence.")
     support_min_coverage: float = Field(0.6, description="Min. share of a sentence's words found in its source.")
+    evidence_embed_top: int = Field(8, ge=0, le=64, description="Sentences embedded per answer to score evidence.")
     context_tokens: int = Field(1500, ge=100, description="Token budget for passages in a prompt.")
     max_answer_sentences: int = Field(3, ge=1, le=10)
     prompts_dir: Path = PROJECT_ROOT / "prompts"

