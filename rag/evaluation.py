@@ -352,9 +352,9 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> str:
 def calibrate(rows: list[Row]) -> tuple[float, list[tuple[float, float, float, float]]]:
     """Sweep the abstention threshold over rows scored with abstention off (threshold -1).
 
-    Returns the threshold maximising the share of questions handled right (answerable: answered
-    correctly; unanswerable: abstained), and the sweep as (threshold, accuracy, abstention recall,
-    false-abstention rate).
+    Picks the threshold that handles the most questions right (answerable: answered correctly;
+    unanswerable: abstained); ties go to the higher abstention recall, then the lower threshold. Returns it and the sweep as
+    (threshold, accuracy, abstention recall, false-abstention rate).
     """
     answerable = [r for r in rows if not r.should_abstain]
     unanswerable = [r for r in rows if r.should_abstain]
@@ -366,6 +366,5 @@ def calibrate(rows: list[Row]) -> tuple[float, list[tuple[float, float, float, f
         false = sum(1 for r in answerable if id(r) in refused) / max(1, len(answerable))
         sweep.append((t, round(acc, 4), round(rec, 4), round(false, 4)))
     n_a, n_u = len(answerable), len(unanswerable)
-    # Ties go to the lower threshold: fewer refusals of questions the articles do answer.
-    best = max(sweep, key=lambda s: (round(s[1] * n_a + s[2] * n_u), -s[0]))
+    best = max(sweep, key=lambda s: (round(s[1] * n_a + s[2] * n_u), s[2], -s[0]))
     return best[0], sweep

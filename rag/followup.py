@@ -10,7 +10,7 @@ from rag.prompts import PromptLibrary
 from rag.text import entities, words
 
 PRONOUNS = r"\b(it|its|they|them|their|he|him|his|she|her)\b|\b(this|that|these|those|there)(?=\s*[?.!]*$)"
-_LEADING = re.compile(r"^(?:(?:what|which|who|whom|when|where|why|how|is|are|was|were|did|does|do|has|have|"
+_LEADING = re.compile(r"^(?:(?:how\s+\w+|what|which|who|whom|when|where|why|is|are|was|were|did|does|do|has|have|"
                       r"had|can|could|will|would|should|tell|me|about|and|so|more|many|much|long|far|often)\b\s*)+",
                       re.I)
 _ELLIPTIC = re.compile(r"^(and|what about|how about|and what about|why|how come|since when)\b", re.I)

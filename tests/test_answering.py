@@ -136,7 +136,8 @@ CONVERSATIONS = [
      "image and influence within the Islamic world"),
     ("What does South Korea export to Cambodia?", "And what does it mainly import from Cambodia?", "clothing and footwear"),
     ("Which relationship of Cambodia worries Seoul?", "What should Cambodia do about it?", "clearly define its relationship"),
-    ("How large is Pakistan's population?", "Which of Cambodia's products could it buy?", "rice, rubber, and palm oil"),
+    ("When were relations between Cambodia and South Korea re-established?",
+     "How much did their bilateral trade reach in the first ten months of 2022?", "$920 million"),
     ("What status has Pakistan long sought with ASEAN?", "What role can Cambodia play in that?", "pivotal role"),
 ]
 
