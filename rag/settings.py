@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     abstain_threshold: float = Field(0.52, description="Min. evidence score to answer (see eval/CALIBRATION.md).")
     support_threshold: float = Field(0.7, description="Min. support (coverage+cosine) to keep a generated sentence.")
     support_min_coverage: float = Field(0.6, description="Min. share of a sentence's words found in its source.")
-    evidence_embed_top: int = Field(3, ge=0, le=64, description="Sentences embedded per answer to score evidence (1: ~2x faster, fewer right answers and abstentions).")
+    evidence_embed_top: int = Field(3, ge=0, le=64, description="Sentences embedded per answer for evidence (README: trade-off).")
     context_tokens: int = Field(1500, ge=100, description="Token budget for passages in a prompt.")
     max_answer_sentences: int = Field(3, ge=1, le=10)
     prompts_dir: Path = PROJECT_ROOT / "prompts"
