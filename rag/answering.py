@@ -12,7 +12,7 @@ from rag.evidence import Evidence, EvidenceScorer
 from rag.followup import Condenser
 from rag.generation import AnswerContext, Generator, Turn
 from rag.prompts import pack_passages
-from rag.retrieval import IndexRetriever, Passage
+from rag.retrieval import Passage, Retriever
 from rag.settings import Settings
 
 ABSTAIN_TEXT = "The articles don't cover this: I found nothing in them that answers the question."
@@ -55,7 +55,7 @@ class _Run:
 class Answerer:
     """The answer pipeline; one per process, shared by the CLI, the API and the eval harness."""
 
-    def __init__(self, retriever: IndexRetriever, generator: Generator, settings: Settings,
+    def __init__(self, retriever: Retriever, generator: Generator, settings: Settings,
                  condenser: Condenser, verifier: CitationVerifier, scorer: EvidenceScorer):
         self.retriever, self.generator, self.settings = retriever, generator, settings
         self.condenser, self.verifier, self.scorer = condenser, verifier, scorer

@@ -99,13 +99,6 @@ class DocStore:
             f"FROM chunks c JOIN documents d USING (doc_id) WHERE c.id IN ({marks})", tuple(ids))
         return {r[0]: StoredChunk(r[0], Chunk(*r[1:8]), r[8]) for r in rows}
 
-    def chunk_neighbours(self, doc_id: str, ordinal: int) -> list[StoredChunk]:
-        rows = self._rows(
-            'SELECT c.id, c.chunk_id, c.doc_id, c.ordinal, c.start, c."end", c.text, c.n_tokens, d.title '
-            "FROM chunks c JOIN documents d USING (doc_id) WHERE c.doc_id = ? AND c.ordinal BETWEEN ? AND ? "
-            "ORDER BY c.ordinal", (doc_id, ordinal - 1, ordinal + 1))
-        return [StoredChunk(r[0], Chunk(*r[1:8]), r[8]) for r in rows]
-
     def iter_chunk_texts(self) -> Iterator[tuple[int, str, str]]:
         """(id, title, text) of every chunk in id order, for building the lexical index."""
         yield from self._rows(

@@ -34,7 +34,13 @@ class Passage:
 
 
 class Retriever(Protocol):
+    """What the answer pipeline needs from retrieval; ``IndexRetriever`` is the FAISS + BM25 one."""
+
+    index: Index
+    embedder: Embedder
+
     def search(self, query: str, k: int | None = None) -> list[Passage]: ...
+    def search_vector(self, query: str, qvec: np.ndarray, k: int) -> list[Passage]: ...
 
 
 @dataclass(frozen=True)
