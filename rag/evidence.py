@@ -25,6 +25,7 @@ _QUANTITY = re.compile(r"\d")
 WEIGHTS = {"cosine": 0.5, "coverage": 0.35, "type": 0.15}
 CONTEXT_CREDIT = 0.5  # a term found only in the sentence before, or the title, half counts
 EMBED_TOP = 8
+EMBED_CHARS = 300  # ~64 wordpieces: bounds the evidence step's model cost on run-on sentences
 STRICT_TYPES = {"date", "quantity"}
 STRICT_TYPE_PENALTY = 0.7
 
@@ -82,6 +83,14 @@ def _is_answer_like(text: str) -> bool:
     return not text.rstrip().endswith("?") and len(words(text)) >= 4
 
 
+def _head(text: str) -> str:
+    """A long sentence's opening words: they carry its topic, and the model's cost grows with length."""
+    if len(text) <= EMBED_CHARS:
+        return text
+    cut = text.rfind(" ", 0, EMBED_CHARS)
+    return text[:cut if cut > 0 else EMBED_CHARS]
+
+
 def _coverage(q_terms: list[str], terms: set[str], context: set[str], weights: dict[str, float]) -> float:
     """idf-weighted share of question terms in the sentence (half credit for nearby context)."""
     total = sum(weights[t] for t in q_terms)
@@ -135,7 +144,7 @@ class EvidenceScorer:
                 rough.append((_combine(p.score, cov, tm, kind), i, s, e, text, cov, tm))
         rough.sort(key=lambda r: (-r[0], r[1], r[2]))
         top = rough[:self.embed_top]
-        cosines = list(self.cache.vectors([r[4] for r in top]) @ qvec) if top else []
+        cosines = list(self.cache.vectors([_head(r[4]) for r in top]) @ qvec) if top else []
         # Beyond the embedded few, a sentence's cosine is its passage's (no model call).
         cosines += [passages[r[1]].score for r in rough[len(top):]]
         found = [Sentence(i, passages[i].start + s, passages[i].start + e, text, float(cos), cov, tm,
