@@ -18,6 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import ValidationError
 from sse_starlette.sse import EventSourceResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -146,8 +147,16 @@ def _readable(exc: RequestValidationError) -> str:
 
 
 def _history(messages: list[Any]) -> list[Turn]:
-    return [Turn(m.role, m.content if isinstance(m.content, str) else "") for m in messages
-            if m.role in ("user", "assistant")]
+    return [Turn(m.role, _text(m.content)) for m in messages if m.role in ("user", "assistant")]
+
+
+def _text(content: Any) -> str:
+    """OpenAI message content: a string, null, or a list of parts of which the text ones count."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type", "text") == "text")
+    return ""
 
 
 def starter_questions(answerer: Answerer, limit: int = 4) -> list[str]:
@@ -253,7 +262,7 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
         return {"passages": [p.to_dict() for p in a.retriever.search(q, k)]}
 
     @app.get("/api/documents", dependencies=guarded, tags=["documents"])
-    def documents(offset: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000),
+    def documents(offset: int = Query(0, ge=0, le=2**62), limit: int = Query(100, ge=1, le=1000),
                   a: Answerer = Depends(answerer)) -> dict:
         store = a.retriever.index.docstore
         return {"documents": store.documents(offset, limit), "total": store.counts()[0]}
@@ -275,7 +284,12 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
     async def chat_completions(body: ChatCompletionRequest, a: Answerer = Depends(answerer)):
         """OpenAI chat-completions shape; the last user message is the question. Citations ride in ``citations``."""
         question, history = _openai_question(body.messages)
-        request = AnswerRequest(question=question, history=[{"role": t.role, "content": t.content} for t in history][-20:])
+        try:
+            request = AnswerRequest(question=question,
+                                    history=[{"role": t.role, "content": t.content} for t in history][-20:])
+        except ValidationError as exc:
+            raise HTTPException(422, "messages: " + "; ".join(
+                str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())) from exc
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         if body.stream:
             return EventSourceResponse(_threaded(_openai_chunks(a, request, state, body.model, completion_id, created)),
@@ -318,10 +332,7 @@ def _openai_question(messages: list[ChatCompletionMessage]) -> tuple[str, list[T
     users = [i for i, m in enumerate(messages) if m.role == "user"]
     if not users:
         raise HTTPException(422, "messages: at least one user message is required")
-    last = messages[users[-1]]
-    content = last.content if isinstance(last.content, str) else " ".join(
-        part.get("text", "") for part in last.content or [] if isinstance(part, dict))
-    return content, _history(messages[:users[-1]])
+    return _text(messages[users[-1]].content), _history(messages[:users[-1]])
 
 
 def _answer_events(a: Answerer, body: AnswerRequest, state: ServiceState) -> Iterator[dict]:
