@@ -38,3 +38,19 @@ def test_errors_are_readable_and_non_zero(tmp_path: Path):
     assert result.exit_code == 1 and "rag ingest" in result.output
     result = runner.invoke(app, ["ingest", str(tmp_path / "missing-folder"), "--index", str(tmp_path / "i")])
     assert result.exit_code == 1 and "no such file" in result.output
+
+
+def test_ask_json_and_chat_keep_history(bundled_index):
+    result = runner.invoke(app, ["ask", "When did the CKFTA become law?", "--index", str(bundled_index), "--json"])
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    assert body["abstained"] is False and "January 29, 2022" in body["answer"] and body["citations"][0]["n"] == 1
+
+    turns = "What is the Cambodia-Korea Free Trade Agreement?\nWhen did it become law?\n\n"
+    result = runner.invoke(app, ["chat", "--index", str(bundled_index)], input=turns)
+    assert result.exit_code == 0, result.output
+    assert "searching for: When did the Cambodia-Korea Free Trade Agreement become law?" in result.output
+    assert result.output.count("January 29, 2022") >= 2  # both answers quote it
+
+    result = runner.invoke(app, ["ask", "   ", "--index", str(bundled_index)])
+    assert result.exit_code == 1 and "empty" in result.output
