@@ -24,7 +24,7 @@ _YEAR_OR_DATE = re.compile(r"\b(1[89]\d\d|20\d\d)\b|\b(January|February|March|Ap
 _QUANTITY = re.compile(r"\d")
 WEIGHTS = {"cosine": 0.5, "coverage": 0.35, "type": 0.15}
 CONTEXT_CREDIT = 0.5  # a term found only in the sentence before, or the title, half counts
-EMBED_TOP = 8
+EMBED_TOP = 3
 EMBED_CHARS = 300  # ~64 wordpieces: bounds the evidence step's model cost on run-on sentences
 STRICT_TYPES = {"date", "quantity"}
 STRICT_TYPE_PENALTY = 0.7
@@ -123,25 +123,25 @@ class EvidenceScorer:
         q_terms = list(dict.fromkeys(content_terms(question)))
         weights = {t: self.idf(t) for t in q_terms}
         kind = answer_type(question)
-        passage_terms: set[str] = set()
+        # Stem every sentence once; the passage-level sets are unions of these.
+        split = []
         for p in passages:
-            passage_terms.update(content_terms(p.title + " " + p.text))
+            title = set(content_terms(p.title))
+            sentences = [(a, b, p.text[a:b], set(content_terms(p.text[a:b]))) for a, b in split_sentences(p.text)]
+            split.append((title, sentences))
+        passage_terms = set().union(*(t | set().union(*(x[3] for x in ss)) for t, ss in split)) if split else set()
         missing = [e for e in entities(question) if not set(content_terms(e)) <= passage_terms]
         passage_numbers = set().union(*(numbers(p.text) for p in passages)) if passages else set()
         missing += sorted(numbers(question) - passage_numbers)
         rough = []  # (score with the passage's cosine standing in for the sentence's, passage, span, ...)
-        for i, p in enumerate(passages):
-            context = set(content_terms(p.title))
-            for s, e in split_sentences(p.text):
-                text = p.text[s:e]
-                terms = set(content_terms(text))
-                if not _is_answer_like(text):
-                    context = terms | set(content_terms(p.title))
-                    continue
-                cov = _coverage(q_terms, terms, context, weights)
-                context = terms | set(content_terms(p.title))
-                tm = _type_match(kind, text, question)
-                rough.append((_combine(p.score, cov, tm, kind), i, s, e, text, cov, tm))
+        for i, (p, (title, sentences)) in enumerate(zip(passages, split)):
+            context = title
+            for s, e, text, terms in sentences:
+                if _is_answer_like(text):
+                    cov = _coverage(q_terms, terms, context, weights)
+                    tm = _type_match(kind, text, question)
+                    rough.append((_combine(p.score, cov, tm, kind), i, s, e, text, cov, tm))
+                context = terms | title  # the sentence before, and the title, give half credit
         rough.sort(key=lambda r: (-r[0], r[1], r[2]))
         top = rough[:self.embed_top]
         cosines = list(self.cache.vectors([_head(r[4]) for r in top]) @ qvec) if top else []
