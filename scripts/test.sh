@@ -4,7 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 export HF_HUB_OFFLINE=1
-.venv/bin/python -m pytest -q "$@"
+# shellcheck disable=SC1091
+. .venv/bin/activate
+python -m pytest -q -rs "$@"
 # The eval question set on the bundled articles must meet eval/thresholds.json.
 .venv/bin/rag ingest --index index/ci
 .venv/bin/rag eval --index index/ci --report eval/reports/ci --check --no-plot
