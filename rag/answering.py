@@ -94,8 +94,7 @@ class Answerer:
                       run.evidence.best)
 
     def _abstention(self, run: _Run) -> Answer:
-        closest = [Citation(i + 1, p.doc_id, p.title, p.chunk_id, p.start, p.end, p.text, p.score)
-                   for i, p in enumerate(run.passages[:CLOSEST_PASSAGES])]
+        closest = [Citation.of(i + 1, p) for i, p in enumerate(run.passages[:CLOSEST_PASSAGES])]
         run.timings["total"] = _ms(time.perf_counter() - run.started)
         return Answer(ABSTAIN_TEXT, True, closest, self.generator.name, run.timings, run.standalone,
                       run.abstain_reason, run.evidence.best if run.evidence else 0.0)

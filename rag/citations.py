@@ -38,6 +38,14 @@ class Citation:
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
+    @classmethod
+    def of(cls, n: int, passage: Passage, start: int | None = None, end: int | None = None) -> Citation:
+        """Cite ``passage`` (or the span [start, end) of its document inside it) as source ``n``."""
+        start = passage.start if start is None else start
+        end = passage.end if end is None else end
+        text = passage.text[start - passage.start:end - passage.start]
+        return cls(n, passage.doc_id, passage.title, passage.chunk_id, start, end, text, passage.score)
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -127,7 +135,7 @@ class CitationVerifier:
                 renumber.setdefault(key, len(renumber) + 1)
                 new_numbers.append(renumber[key])
             kept_sentences.append(with_markers(claim.text, list(dict.fromkeys(new_numbers))))
-        citations = [self._citation(new_n, passages[n - 1], start, end) for (n, start, end), new_n in renumber.items()]
+        citations = [Citation.of(new_n, passages[n - 1], start, end) for (n, start, end), new_n in renumber.items()]
         return " ".join(kept_sentences), sorted(citations, key=lambda c: c.n)
 
     @staticmethod
@@ -173,8 +181,3 @@ class CitationVerifier:
             if best is None or support > best[2]:
                 best = (start, end, support, coverage)
         return best
-
-    @staticmethod
-    def _citation(n: int, passage: Passage, start: int, end: int) -> Citation:
-        text = passage.text[start - passage.start:end - passage.start]
-        return Citation(n, passage.doc_id, passage.title, passage.chunk_id, start, end, text, passage.score)
