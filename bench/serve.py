@@ -53,6 +53,12 @@ def start_server(index: Path, port: int) -> tuple[subprocess.Popen, float]:
     sys.exit("server not ready after 120 s")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (Linux /proc), to split server cost from client cost."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def questions(base: str, n: int, seed: int = 7) -> list[str]:
     docs, offset = [], 0
     while True:
@@ -95,10 +101,10 @@ def main() -> None:
             r = local.client.post(f"{base}/api/answer", json={"question": q})
             return (time.perf_counter() - t0) * 1000, r.status_code, "" if r.status_code == 200 else r.text[:200]
 
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), cpu_seconds(proc.pid)
         with ThreadPoolExecutor(args.clients) as pool:
             results = list(pool.map(one, qs[args.warmup:]))
-        wall = time.perf_counter() - t0
+        wall, server_cpu = time.perf_counter() - t0, cpu_seconds(proc.pid) - cpu0
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -111,6 +117,7 @@ def main() -> None:
     for status, body in errors[:3]:
         print(f"  error       {status}: {body}")
     print(f"throughput    {len(results) / wall:.1f} req/s")
+    print(f"server CPU    {server_cpu / len(results) * 1000:.1f} ms per request")
     print(f"latency       p50 {pct(latencies, .5):.1f} ms · p95 {pct(latencies, .95):.1f} ms · "
           f"p99 {pct(latencies, .99):.1f} ms · mean {statistics.fmean(latencies):.1f} ms")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 import uuid
@@ -38,6 +39,7 @@ from rag.settings import Settings
 
 STATIC = Path(__file__).resolve().parent / "static"
 RETRY_AFTER_S = 5
+log = logging.getLogger(__name__)
 
 
 class Metrics:
@@ -71,6 +73,11 @@ class ServiceState:
         self.load_error = ""
         self.metrics = Metrics()
         self._lock = threading.Lock()
+
+    def stale(self) -> bool:
+        """True when a generation other than the loaded one (or none) is live."""
+        loaded = self.answerer.retriever.index.generation if self.answerer else None
+        return loaded is None or current_generation(self.settings.index_dir) != loaded
 
     def refresh(self) -> Answerer | None:
         """Open the live generation if it is not the one loaded (cheap when nothing changed)."""
@@ -132,6 +139,37 @@ class BodyLimit:
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": payload})
+
+
+class Measure:
+    """Request count and latency per route (pure ASGI: BaseHTTPMiddleware costs ~1 ms a request).
+
+    An exception that escapes the app becomes a JSON 500, so even a bug answers in the API's format.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0, status = time.perf_counter(), 0
+
+        async def record(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+        try:
+            await self.app(scope, receive, record)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            if not status:  # nothing sent yet
+                status = 500
+                await JSONResponse({"detail": "internal error"}, status_code=500)(scope, receive, send)
+        route = getattr(scope.get("route"), "path", "unmatched")
+        self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+        self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
 
 
 def _readable(exc: RequestValidationError) -> str:
@@ -199,18 +237,7 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
                            allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next):
-        t0 = time.perf_counter()
-        try:
-            response = await call_next(request)
-        except Exception:  # last resort: log-worthy, but the client still gets JSON
-            response = JSONResponse({"detail": "internal error"}, status_code=500)
-        route = request.scope.get("route")
-        name = getattr(route, "path", "unmatched")
-        state.metrics.requests.labels(name, request.method, str(response.status_code)).inc()
-        state.metrics.latency.labels(name).observe(time.perf_counter() - t0)
-        return response
+    app.add_middleware(Measure, metrics=state.metrics)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -220,7 +247,7 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
     async def upstream(request: Request, exc: GeneratorUnavailable) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=502)
 
-    def authorised(request: Request) -> None:
+    async def authorised(request: Request) -> None:  # async: trivial work needs no worker thread
         if not settings.api_keys:
             return
         header = request.headers.get("authorization", "")
@@ -229,8 +256,9 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
             raise HTTPException(401, "missing or invalid API key: send 'Authorization: Bearer <key>'",
                                 headers={"WWW-Authenticate": "Bearer"})
 
-    def answerer() -> Answerer:
-        loaded = state.refresh()
+    async def answerer() -> Answerer:
+        # Only opening a new generation blocks; checking for one is a small file read.
+        loaded = await asyncio.to_thread(state.refresh) if state.stale() else state.answerer
         if loaded is None:
             raise HTTPException(503, f"no index loaded yet: {state.load_error or 'run rag ingest'}",
                                 headers={"Retry-After": str(RETRY_AFTER_S)})

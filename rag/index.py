@@ -140,6 +140,7 @@ class Index:
         """Top-k (chunk id, cosine) pairs, best first."""
         if self.vectors.ntotal == 0:
             return []
+        faiss.omp_set_num_threads(1)  # per thread in OpenMP: a server's worker threads would otherwise use every core
         scores, ids = self.vectors.search(query.reshape(1, -1), min(k, self.vectors.ntotal))
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 

@@ -11,6 +11,7 @@ weights' sha256.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import numpy as np
 from rag.embedding import resolve_model, sha256_file
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+PAD_SLACK = 1.15  # a batch holds texts at most 15% longer than its shortest
 
 
 class OnnxUnavailable(RuntimeError):
@@ -64,6 +66,23 @@ def export_onnx(spec: str, target: Path) -> None:
     os.replace(tmp, target)
 
 
+def quantize_onnx(source: Path, target: Path) -> None:
+    """Dynamic int8 quantization, one scale per output channel, atomically.
+
+    Per-tensor scales lose too much on this model (cosine 0.96 to the float vectors); per-channel
+    keeps 0.99 at 2.4x the speed on one core.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = target.with_suffix(f".tmp{os.getpid()}")
+    logging.disable(logging.WARNING)  # it advises shape pre-processing on the root logger; no gain here
+    try:
+        quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        logging.disable(logging.NOTSET)
+    os.replace(tmp, target)
+
+
 class OnnxEmbedder:
     """The ``Embedder`` protocol on onnxruntime and the model's own fast tokenizer.
 
@@ -71,9 +90,10 @@ class OnnxEmbedder:
         spec: as for ``SentenceTransformerEmbedder`` (a ``package:`` spec or a model folder).
         cache_dir: where the exported ``.onnx`` lives.
         threads: onnxruntime intra-op threads (1 suits a server answering several requests at once).
+        int8: run a dynamically quantized copy (approximate vectors: for scoring sentences, not for search).
     """
 
-    def __init__(self, spec: str, cache_dir: Path, threads: int = 1):
+    def __init__(self, spec: str, cache_dir: Path, threads: int = 1, int8: bool = False):
         try:
             import onnxruntime as ort
             from tokenizers import Tokenizer
@@ -92,6 +112,10 @@ class OnnxEmbedder:
         onnx_path = cache_dir / f"{digest[:16]}.onnx"
         if not onnx_path.is_file():
             export_onnx(spec, onnx_path)
+        if int8:
+            float_path, onnx_path = onnx_path, onnx_path.with_suffix(".int8.onnx")
+            if not onnx_path.is_file():
+                quantize_onnx(float_path, onnx_path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -100,33 +124,45 @@ class OnnxEmbedder:
         self.max_tokens = int(config.get("max_seq_length", 256)) - 2
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(self.max_tokens + 2)
-        self.model_id = spec
+        self.tokenizer.no_padding()  # tokenizer.json pads to 128; batches are padded in _run instead
+        self._counter = Tokenizer.from_file(str(folder / "tokenizer.json"))  # counts what truncation would cut
+        self._counter.no_padding()
+        self._counter.no_truncation()
+        self.model_id, self.int8 = spec, int8
         self.dimension = int(json.loads((folder / "config.json").read_text())["hidden_size"])
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+        return len(self._counter.encode(text, add_special_tokens=False).ids)
 
-    def _run(self, texts: list[str]) -> np.ndarray:
-        self.tokenizer.enable_padding()
-        encodings = self.tokenizer.encode_batch(texts)
-        feeds = {"input_ids": np.asarray([e.ids for e in encodings], dtype=np.int64),
-                 "attention_mask": np.asarray([e.attention_mask for e in encodings], dtype=np.int64),
-                 "token_type_ids": np.asarray([e.type_ids for e in encodings], dtype=np.int64)}
-        hidden = self.session.run(None, feeds)[0]
-        mask = feeds["attention_mask"][..., None].astype(np.float32)
-        pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+    def _run(self, encodings: list) -> np.ndarray:
+        width = max(len(e.ids) for e in encodings)
+        ids = np.zeros((len(encodings), width), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for row, e in enumerate(encodings):
+            ids[row, :len(e.ids)], mask[row, :len(e.ids)] = e.ids, 1
+        hidden = self.session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[0]
+        weights = mask[..., None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
         return (pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)).astype(np.float32)
 
     def encode(self, texts: list[str], batch_size: int = 16) -> np.ndarray:
-        """Normalised float32 embeddings; texts sorted by length so batches pad little."""
+        """Normalised float32 embeddings. Texts are sorted by token count and a batch closes when the
+        next text is much longer than its first: on CPU a padded token costs as much as a real one."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        # One by one: encode_batch's thread pool costs more than it saves on a handful of sentences.
+        encodings = [self.tokenizer.encode(t) for t in texts]
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            out[idx] = self._run([texts[i] for i in idx])
+        batch: list[int] = []
+        for i in [*order, None]:
+            if batch and (i is None or len(batch) == batch_size
+                          or len(encodings[i].ids) > PAD_SLACK * len(encodings[batch[0]].ids)):
+                out[batch] = self._run([encodings[j] for j in batch])
+                batch = []
+            if i is not None:
+                batch.append(i)
         return out
 
     def encode_query(self, text: str) -> np.ndarray:
-        return self._run([text])[0]
+        return self._run([self.tokenizer.encode(text)])[0]

