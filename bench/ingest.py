@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from rag.documents import load_documents  # noqa: E402
 from rag.ingest import ingest  # noqa: E402
-from rag.pipeline import build_chunker, build_embedder  # noqa: E402
+from rag.pipeline import build_chunker, build_embedder, prepare_answer_model  # noqa: E402
 from rag.settings import Settings  # noqa: E402
 
 DEFAULT_CORPUS = ROOT.parent / "shared" / "data" / "bbc"
@@ -72,6 +72,7 @@ def bench_pipeline(corpus: Path, index: Path, settings: Settings) -> None:
     print(f"encode() total     {report.embed_seconds:.1f} s (tokenize + forward + pool)")
     print(f"pipeline overhead  {total - timer.seconds:.1f} s ({100 * (total - timer.seconds) / total:.1f}%)")
     print(f"peak RSS           {peak_rss_mb():.0f} MB")
+    prepare_answer_model(settings)  # as `rag ingest` does; after the figures, which it is not part of
 
 
 def bench_model(corpus: Path, settings: Settings) -> None:

@@ -101,10 +101,11 @@ def main() -> None:
             r = local.client.post(f"{base}/api/answer", json={"question": q})
             return (time.perf_counter() - t0) * 1000, r.status_code, "" if r.status_code == 200 else r.text[:200]
 
-        t0, cpu0 = time.perf_counter(), cpu_seconds(proc.pid)
+        t0, cpu0, client0 = time.perf_counter(), cpu_seconds(proc.pid), time.process_time()
         with ThreadPoolExecutor(args.clients) as pool:
             results = list(pool.map(one, qs[args.warmup:]))
         wall, server_cpu = time.perf_counter() - t0, cpu_seconds(proc.pid) - cpu0
+        client_cpu = time.process_time() - client0
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -117,7 +118,8 @@ def main() -> None:
     for status, body in errors[:3]:
         print(f"  error       {status}: {body}")
     print(f"throughput    {len(results) / wall:.1f} req/s")
-    print(f"server CPU    {server_cpu / len(results) * 1000:.1f} ms per request")
+    print(f"CPU           server {server_cpu / len(results) * 1000:.1f} ms, load generator "
+          f"{client_cpu / len(results) * 1000:.1f} ms per request (same {os.cpu_count()} cores)")
     print(f"latency       p50 {pct(latencies, .5):.1f} ms · p95 {pct(latencies, .95):.1f} ms · "
           f"p99 {pct(latencies, .99):.1f} ms · mean {statistics.fmean(latencies):.1f} ms")
 

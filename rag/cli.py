@@ -17,7 +17,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
-IndexOpt = Annotated[Path | None, typer.Option("--index", help="Index folder [default: index/default].")]
+IndexOpt = Annotated[Path | None, typer.Option("--index", help="Index folder \\[default: index/default].")]
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -56,12 +56,12 @@ def _progress_printer():
 
 
 @app.command()
-def ingest(paths: Annotated[list[Path] | None, typer.Argument(help="Files and folders [default: data/articles].")] = None,
+def ingest(paths: Annotated[list[Path] | None, typer.Argument(help="Files and folders \\[default: data/articles].")] = None,
            index: IndexOpt = None,
            rebuild: Annotated[bool, typer.Option(help="Ignore the existing index and build from scratch.")] = False) -> None:
     """Index articles (.md .txt .html .json .jsonl); re-runs only re-embed what changed."""
     from rag.ingest import ingest as run_ingest
-    from rag.pipeline import build_chunker, build_embedder
+    from rag.pipeline import build_chunker, build_embedder, prepare_answer_model
 
     settings = _settings(index)
     paths = paths or [settings.articles_dir]
@@ -77,6 +77,7 @@ def ingest(paths: Annotated[list[Path] | None, typer.Argument(help="Files and fo
     for skipped in report.skipped:
         err.print(f"[yellow]skipped[/] {skipped.path}: {skipped.reason}", highlight=False)
     out.print(report.summary(), highlight=False)
+    prepare_answer_model(settings)
 
 
 @app.command()
@@ -192,9 +193,9 @@ def chat(index: IndexOpt = None) -> None:
 
 
 @app.command("eval")
-def eval_(files: Annotated[list[Path] | None, typer.Argument(help="Question files [default: eval/*.jsonl].")] = None,
+def eval_(files: Annotated[list[Path] | None, typer.Argument(help="Question files \\[default: eval/*.jsonl].")] = None,
           index: IndexOpt = None,
-          report: Annotated[Path | None, typer.Option("--report", help="Report folder [default: eval/reports].")] = None,
+          report: Annotated[Path | None, typer.Option("--report", help="Report folder \\[default: eval/reports].")] = None,
           check: Annotated[bool, typer.Option("--check", help="Exit 1 when a metric misses its threshold.")] = False,
           compare: Annotated[tuple[Path, Path] | None, typer.Option("--compare", help="Compare two report JSONs.")] = None,
           plot: Annotated[bool, typer.Option(help="Write a PNG of accuracy by type and latency.")] = True,
@@ -251,8 +252,8 @@ def eval_(files: Annotated[list[Path] | None, typer.Argument(help="Question file
 
 
 @app.command()
-def serve(index: IndexOpt = None, host: Annotated[str | None, typer.Option(help="[default: 127.0.0.1]")] = None,
-          port: Annotated[int | None, typer.Option(help="[default: 8000]")] = None) -> None:
+def serve(index: IndexOpt = None, host: Annotated[str | None, typer.Option(help="\\[default: 127.0.0.1]")] = None,
+          port: Annotated[int | None, typer.Option(help="\\[default: 8000]")] = None) -> None:
     """Serve the chat UI at / and the HTTP API; builds the default index first if it is missing."""
     import uvicorn
 
@@ -281,7 +282,7 @@ def serve(index: IndexOpt = None, host: Annotated[str | None, typer.Option(help=
 def eval_beir(folder: Annotated[Path, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/.")],
               index: IndexOpt = None,
               split: Annotated[str, typer.Option(help="qrels split to score.")] = "test",
-              mode: Annotated[str | None, typer.Option(help="dense | bm25 | hybrid [default: setting].")] = None,
+              mode: Annotated[str | None, typer.Option(help="dense | bm25 | hybrid \\[default: setting].")] = None,
               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """nDCG@10, Recall@10/100 and MRR@10 on a BEIR-layout folder (builds or reuses its index)."""
     from rag import beir

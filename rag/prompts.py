@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from string import Template
 
@@ -45,7 +46,10 @@ def pack_passages(passages: list[Passage], budget_tokens: int, encoding: tiktoke
     """Best-first whole passages whose numbered blocks fit in ``budget_tokens`` (never a partial one)."""
     packed, used = [], 0
     for p in passages:
-        cost = len(encoding.encode_ordinary(format_passage(len(packed) + 1, p)))
+        n = len(packed) + 1
+        # The chunk's count from ingest saves re-tokenizing its text; +1 for the newline after it.
+        cost = (len(encoding.encode_ordinary(format_passage(n, replace(p, text="")))) + p.n_tokens + 1 if p.n_tokens
+                else len(encoding.encode_ordinary(format_passage(n, p))))
         if used + cost > budget_tokens:
             continue
         packed.append(p)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -28,9 +28,10 @@ class Passage:
     end: int
     text: str
     score: float
+    n_tokens: int = field(default=0, repr=False)  # cl100k tokens of ``text`` from ingest; 0: count when needed
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "n_tokens"}
 
 
 class Retriever(Protocol):
@@ -204,4 +205,4 @@ class IndexRetriever:
     @staticmethod
     def _passage(stored: StoredChunk, cosine: float) -> Passage:
         c = stored.chunk
-        return Passage(c.doc_id, stored.title, c.chunk_id, c.start, c.end, c.text, round(cosine, 4))
+        return Passage(c.doc_id, stored.title, c.chunk_id, c.start, c.end, c.text, round(cosine, 4), c.n_tokens)

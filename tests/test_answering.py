@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from rag.chunking import get_encoding
@@ -112,9 +114,12 @@ class TestCitationVerification:
 
 
 class TestPromptBudget:
-    def test_whole_passages_best_first_within_the_token_budget(self):
+    @pytest.mark.parametrize("counted", [False, True], ids=["tokenized", "counts-from-ingest"])
+    def test_whole_passages_best_first_within_the_token_budget(self, counted):
         enc = get_encoding()
         passages = [_passage(i, f"Sentence about topic {i}. " * (10 + 5 * i)) for i in range(8)]
+        if counted:
+            passages = [replace(p, n_tokens=len(enc.encode_ordinary(p.text))) for p in passages]
         for budget in (50, 200, 600, 5000):
             packed = pack_passages(passages, budget, enc)
             cost = sum(len(enc.encode_ordinary(format_passage(i + 1, p))) for i, p in enumerate(packed))

@@ -15,9 +15,13 @@ def test_ingest_search_stats_round_trip(tmp_path: Path):
     write_article(tmp_path / "docs", "embassy", "Embassy opens", "Cambodia opened a resident embassy in Islamabad.")
     (tmp_path / "docs" / "junk.bin.txt").write_bytes(b"\x00\x00")
     index = str(tmp_path / "idx")
-    result = runner.invoke(app, ["ingest", str(tmp_path / "docs"), "--index", index])
+    models = tmp_path / "models"
+    result = runner.invoke(app, ["ingest", str(tmp_path / "docs"), "--index", index],
+                           env={"RAG_MODEL_CACHE_DIR": str(models)})
     assert result.exit_code == 0, result.output
     assert "1 added" in result.output and "1 skipped" in result.output and "junk.bin.txt" in result.output
+    # The answer-time model is ready, so the first `rag serve` does not export it.
+    assert sorted(p.name.split(".", 1)[1] for p in models.glob("*.onnx")) == ["int8.onnx", "onnx"]
 
     result = runner.invoke(app, ["search", "Where is the new embassy?", "--index", index, "--json", "-k", "3"])
     assert result.exit_code == 0, result.output
@@ -54,3 +58,11 @@ def test_ask_json_and_chat_keep_history(bundled_index):
 
     result = runner.invoke(app, ["ask", "   ", "--index", str(bundled_index)])
     assert result.exit_code == 1 and "empty" in result.output
+
+
+def test_help_shows_the_defaults():
+    # Rich markup would swallow an unescaped "[default: …]" in a help string.
+    result = runner.invoke(app, ["ingest", "--help"], env={"COLUMNS": "200"})
+    assert "[default: data/articles]" in result.output and "[default: index/default]" in result.output
+    result = runner.invoke(app, ["serve", "--help"], env={"COLUMNS": "200"})
+    assert "[default: 127.0.0.1]" in result.output and "[default: 8000]" in result.output
