@@ -183,13 +183,16 @@ class Chunker:
         return windows
 
     def _fit_model(self, text: str, pieces: list[Span], window: tuple[int, int], limit: int) -> list[tuple[int, int]]:
-        """Split a window until the embedding model would see all of it."""
-        if self.model_token_count is None or not limit:
-            return [window]
+        """Split a window until it fits both the window size and the embedding model.
+
+        Packing adds up the pieces' counts, but the whitespace between pieces can be tokens of its
+        own ("\r", "\n\n"), so the joined text is counted again here.
+        """
         first, last = window
-        if self.model_token_count(text[pieces[first][0]:pieces[last][1]]) <= limit:
-            return [window]
-        if first == last:  # _split_long already made every piece fit the model
+        body = text[pieces[first][0]:pieces[last][1]]
+        fits = self.count(body) <= self.max_tokens and (
+            self.model_token_count is None or not limit or self.model_token_count(body) <= limit)
+        if fits or first == last:  # _split_long already made every piece fit
             return [window]
         mid = (first + last) // 2
         return (self._fit_model(text, pieces, (first, mid), limit)

@@ -60,24 +60,20 @@ def ingest(paths: Annotated[list[Path] | None, typer.Argument(help="Files and fo
            index: IndexOpt = None,
            rebuild: Annotated[bool, typer.Option(help="Ignore the existing index and build from scratch.")] = False) -> None:
     """Index articles (.md .txt .html .json .jsonl); re-runs only re-embed what changed."""
-    from rag.ingest import ingest as run_ingest
-    from rag.pipeline import build_chunker, build_embedder, prepare_answer_model
+    from rag.pipeline import ingest_paths
 
     settings = _settings(index)
     paths = paths or [settings.articles_dir]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         _fail(f"no such file or folder: {', '.join(missing)}")
-    embedder = build_embedder(settings)
     try:
-        report = run_ingest(paths, settings.index_dir, embedder, build_chunker(settings, embedder),
-                            batch_size=settings.embedding_batch_size, rebuild=rebuild, progress=_progress_printer())
+        report = ingest_paths(settings, paths, rebuild=rebuild, progress=_progress_printer())
     except RuntimeError as exc:
         _fail(str(exc))
     for skipped in report.skipped:
         err.print(f"[yellow]skipped[/] {skipped.path}: {skipped.reason}", highlight=False)
     out.print(report.summary(), highlight=False)
-    prepare_answer_model(settings)
 
 
 @app.command()
@@ -259,18 +255,14 @@ def serve(index: IndexOpt = None, host: Annotated[str | None, typer.Option(help=
 
     from rag.api import create_app
     from rag.index import current_generation
-    from rag.pipeline import build_chunker, build_embedder, build_query_embedder
+    from rag.pipeline import build_query_embedder, ingest_paths
 
     settings = _settings(index)
     if current_generation(settings.index_dir) is None:
         if index is not None and index != Settings().index_dir:
             _fail(f"no index at {settings.index_dir}: build it with `rag ingest PATH --index {settings.index_dir}`")
-        from rag.ingest import ingest as run_ingest
-
         err.print(f"no index yet: indexing {settings.articles_dir} …", highlight=False)
-        embedder = build_embedder(settings)
-        report = run_ingest([settings.articles_dir], settings.index_dir, embedder, build_chunker(settings, embedder),
-                            batch_size=settings.embedding_batch_size, progress=_progress_printer())
+        report = ingest_paths(settings, [settings.articles_dir], progress=_progress_printer())
         err.print(report.summary(), highlight=False)
     app_ = create_app(settings, build_query_embedder(settings))
     host, port = host or settings.host, port or settings.port
@@ -287,8 +279,7 @@ def eval_beir(folder: Annotated[Path, typer.Argument(help="BEIR folder: corpus.j
     """nDCG@10, Recall@10/100 and MRR@10 on a BEIR-layout folder (builds or reuses its index)."""
     from rag import beir
     from rag.index import current_generation
-    from rag.ingest import ingest as run_ingest
-    from rag.pipeline import build_chunker, build_embedder, build_query_embedder, open_retriever
+    from rag.pipeline import build_query_embedder, ingest_paths, open_retriever
 
     for needed in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
         if not (folder / needed).is_file():
@@ -300,9 +291,8 @@ def eval_beir(folder: Annotated[Path, typer.Argument(help="BEIR folder: corpus.j
         settings = settings.model_copy(update={"retrieval_mode": mode})
     if current_generation(settings.index_dir) is None:
         err.print(f"building {settings.index_dir} from {folder / 'corpus.jsonl'} …", highlight=False)
-        embedder = build_embedder(settings)
-        report = run_ingest([folder / "corpus.jsonl"], settings.index_dir, embedder, build_chunker(settings, embedder),
-                            batch_size=settings.embedding_batch_size, progress=_progress_printer())
+        # Retrieval only: no evidence sentences to embed.
+        report = ingest_paths(settings, [folder / "corpus.jsonl"], progress=_progress_printer(), sentences=False)
         err.print(report.summary(), highlight=False)
     retriever = _open(settings, build_query_embedder(settings), open_retriever)
     result = beir.evaluate(retriever, beir.load_queries(folder), beir.load_qrels(folder, split))

@@ -91,6 +91,12 @@ def _head(text: str) -> str:
     return text[:cut if cut > 0 else EMBED_CHARS]
 
 
+def sentence_heads(text: str) -> list[str]:
+    """What ``score`` may embed for a passage's text: the head of each answer-like sentence.
+    Ingest embeds these ahead of time (``rag.sentence_vectors``)."""
+    return [_head(text[a:b]) for a, b in split_sentences(text) if _is_answer_like(text[a:b])]
+
+
 def _coverage(q_terms: list[str], terms: set[str], context: set[str], weights: dict[str, float]) -> float:
     """idf-weighted share of question terms in the sentence (half credit for nearby context)."""
     total = sum(weights[t] for t in q_terms)

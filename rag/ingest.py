@@ -32,6 +32,8 @@ from rag.index import (
     staging_dir,
 )
 from rag.lexical import LexicalIndex
+from rag.sentence_vectors import SentenceVectors, fingerprint
+from rag.sentence_vectors import build as build_sentence_vectors
 
 EMBED_GROUP = 256  # texts per encode call: big enough to sort by length, small enough for progress
 ProgressFn = Callable[[int, int], None]
@@ -53,6 +55,8 @@ class IngestReport:
     documents_total: int = 0
     seconds: float = 0.0
     embed_seconds: float = 0.0
+    sentences_embedded: int = 0
+    sentence_seconds: float = 0.0
     rebuilt: str = ""
     published: bool = False
 
@@ -60,7 +64,9 @@ class IngestReport:
         line = (f"{self.documents_total} documents, {self.chunks_total} chunks in {self.index}: "
                 f"{len(self.added)} added, {len(self.updated)} updated, {self.unchanged} unchanged, "
                 f"{len(self.removed)} removed, {len(self.skipped)} skipped; "
-                f"{self.chunks_embedded} chunks embedded, {self.chunks_removed} removed; {self.seconds:.1f}s")
+                f"{self.chunks_embedded} chunks embedded, {self.chunks_removed} removed"
+                + (f", {self.sentences_embedded} sentences embedded" if self.sentences_embedded else "")
+                + f"; {self.seconds:.1f}s")
         return line + (f" (full rebuild: {self.rebuilt})" if self.rebuilt else "")
 
 
@@ -99,11 +105,14 @@ def _embed(embedder: Embedder, texts: list[str], batch_size: int,
 
 
 def ingest(paths: list[Path], root: Path, embedder: Embedder, chunker: Chunker, *, batch_size: int = 16,
-           rebuild: bool = False, progress: ProgressFn | None = None) -> IngestReport:
+           rebuild: bool = False, progress: ProgressFn | None = None,
+           sentence_embedder: Embedder | None = None) -> IngestReport:
     """Bring the index at ``root`` in line with the documents under ``paths``.
 
     Only documents whose content hash changed are chunked and embedded; documents no longer present
     are removed. The new generation is published atomically; on any error the old one stays live.
+    With ``sentence_embedder`` (the answer-time model), every candidate evidence sentence is embedded
+    too (``rag.sentence_vectors``), reusing the previous generation's vectors for unchanged text.
     """
     started = time.perf_counter()
     report = IngestReport(index=str(root))
@@ -118,23 +127,37 @@ def ingest(paths: list[Path], root: Path, embedder: Embedder, chunker: Chunker, 
         report.unchanged = len(docs) - len(report.added) - len(report.updated)
         if previous and not (report.added or report.updated or report.removed):
             report.documents_total, report.chunks_total = previous.docstore.counts()
+            if sentence_embedder is not None:
+                _fill_sentence_vectors(previous, sentence_embedder, report)
             previous.close()
             report.seconds = time.perf_counter() - started
             return report
         changed = [current[d] for d in report.added + report.updated]
-        _write_generation(root, previous, changed, report, embedder, chunker, batch_size, progress)
+        _write_generation(root, previous, changed, report, embedder, chunker, batch_size, progress, sentence_embedder)
     report.seconds = time.perf_counter() - started
     return report
 
 
+def _fill_sentence_vectors(live: Index, sentence_embedder: Embedder, report: IngestReport) -> None:
+    """An unchanged index without current sentence vectors (older build, other answer-time model) gets
+    them in place: the file is only ever added whole (atomic rename), and readers treat it as optional."""
+    stored = SentenceVectors.load(live.generation)
+    if stored is not None and stored.model == fingerprint(sentence_embedder):
+        return
+    vectors, stats = build_sentence_vectors((r[2] for r in live.docstore.iter_chunk_texts()), sentence_embedder)
+    vectors.save(live.generation)
+    report.sentences_embedded, report.sentence_seconds = stats.embedded, stats.seconds
+
+
 def _write_generation(root: Path, previous: Index | None, changed: list[Document], report: IngestReport,
                       embedder: Embedder, chunker: Chunker, batch_size: int,
-                      progress: ProgressFn | None) -> None:
+                      progress: ProgressFn | None, sentence_embedder: Embedder | None = None) -> None:
     pairs = [(c, doc.title) for doc in changed for c in chunker.chunk(doc)]
     chunks = [c for c, _ in pairs]
     vectors = _embed(embedder, [chunker.embedding_text(c, title) for c, title in pairs], batch_size, progress, report)
     staging = staging_dir(root)
     try:
+        old_sentences = SentenceVectors.load(previous.generation) if previous and sentence_embedder else None
         if previous:
             shutil.copy2(previous.generation / DOCSTORE, staging / DOCSTORE)
             index = faiss.clone_index(previous.vectors)
@@ -153,6 +176,10 @@ def _write_generation(root: Path, previous: Index | None, changed: list[Document
         faiss.write_index(index, str(staging / VECTORS))
         rows = list(store.iter_chunk_texts())
         LexicalIndex.build([r[0] for r in rows], [f"{r[1]}\n{r[2]}" for r in rows]).save(staging / BM25_DIR)
+        if sentence_embedder is not None:
+            sentences, stats = build_sentence_vectors((r[2] for r in rows), sentence_embedder, old_sentences)
+            sentences.save(staging)
+            report.sentences_embedded, report.sentence_seconds = stats.embedded, stats.seconds
         report.documents_total, report.chunks_total = store.counts()
         store.close()
         report.chunks_embedded, report.chunks_removed = len(chunks), len(stale_ids)

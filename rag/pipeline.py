@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from rag.answering import Answerer
@@ -13,8 +14,10 @@ from rag.followup import Condenser
 from rag.generation import Generator
 from rag.generation.extractive import ExtractiveGenerator
 from rag.index import Index
+from rag.ingest import IngestReport, ProgressFn, ingest
 from rag.prompts import PromptLibrary
 from rag.retrieval import IndexRetriever
+from rag.sentence_vectors import SentenceVectors, fingerprint
 from rag.settings import Settings
 
 
@@ -23,7 +26,7 @@ def build_embedder(settings: Settings) -> Embedder:
     return SentenceTransformerEmbedder(settings.embedding_model, torch_threads=settings.torch_threads)
 
 
-def build_query_embedder(settings: Settings) -> Embedder:
+def build_query_embedder(settings: Settings, parallel: int = 1) -> Embedder:
     """The answer-time embedder: the ONNX export when possible, int8-quantized unless told otherwise.
 
     int8 vectors are not identical to the index's (cosine 0.99), so scores move by about ±0.01: retrieval
@@ -34,16 +37,30 @@ def build_query_embedder(settings: Settings) -> Embedder:
 
         try:
             return OnnxEmbedder(settings.embedding_model, settings.model_cache_dir, settings.query_threads,
-                                int8=settings.query_int8)
+                                int8=settings.query_int8, parallel=parallel)
         except OnnxUnavailable:
             pass  # e.g. a CLS-pooled model: torch handles every architecture
     return build_embedder(settings)
 
 
-def prepare_answer_model(settings: Settings) -> None:
-    """Export (and quantize) the answer-time model now, while torch is loaded anyway: ``rag ingest``
-    calls this so that the first ``rag serve`` after it starts in about a second, not ten."""
-    build_query_embedder(settings)
+def build_sentence_embedder(settings: Settings) -> Embedder:
+    """The answer-time model on every core, for ingest to embed evidence sentences with. Building it
+    exports (and quantizes) the model if needed, so the first `rag serve` after an ingest starts fast."""
+    cores = os.cpu_count() or 1
+    if settings.query_int8:  # one text per call (see OnnxEmbedder.encode), one call per core
+        return build_query_embedder(settings, parallel=cores)
+    return build_query_embedder(settings.model_copy(update={"query_threads": cores}))
+
+
+def ingest_paths(settings: Settings, paths: list[Path], *, rebuild: bool = False,
+                 progress: ProgressFn | None = None, sentences: bool = True) -> IngestReport:
+    """Ingest as `rag ingest` does: chunks embedded by sentence-transformers; evidence sentences (when
+    ``settings.sentence_vectors``) by the answer-time model, which this also readies for `rag serve`."""
+    embedder = build_embedder(settings)
+    sentence_embedder = build_sentence_embedder(settings) if sentences else None
+    return ingest(paths, settings.index_dir, embedder, build_chunker(settings, embedder),
+                  batch_size=settings.embedding_batch_size, rebuild=rebuild, progress=progress,
+                  sentence_embedder=sentence_embedder if settings.sentence_vectors else None)
 
 
 def build_chunker(settings: Settings, embedder: Embedder) -> Chunker:
@@ -54,7 +71,10 @@ def build_chunker(settings: Settings, embedder: Embedder) -> Chunker:
 def open_retriever(settings: Settings, embedder: Embedder, index_dir: Path | None = None,
                    cache: VectorCache | None = None) -> IndexRetriever:
     index = Index.open(index_dir or settings.index_dir, model=embedder.model_id)
-    return IndexRetriever(index, embedder, settings, cache or VectorCache(embedder))
+    if cache is None:  # sentence vectors from ingest count only if this model made them
+        stored = SentenceVectors.load(index.generation)
+        cache = VectorCache(embedder, stored=stored if stored and stored.model == fingerprint(embedder) else None)
+    return IndexRetriever(index, embedder, settings, cache)
 
 
 def build_generator(settings: Settings, prompts: PromptLibrary) -> Generator:
@@ -75,8 +95,8 @@ def build_answerer(settings: Settings, embedder: Embedder, retriever: IndexRetri
                    generator: Generator | None = None) -> Answerer:
     prompts = PromptLibrary(settings.prompts_dir)
     generator = generator or build_generator(settings, prompts)
-    cache = retriever.cache if retriever else VectorCache(embedder)
-    retriever = retriever or open_retriever(settings, embedder, cache=cache)
+    retriever = retriever or open_retriever(settings, embedder)
+    cache = retriever.cache
     writer = None if isinstance(generator, ExtractiveGenerator) else generator
     scorer = EvidenceScorer(cache, idf=retriever.index.lexical.idf, embed_top=settings.evidence_embed_top)
     verifier = CitationVerifier(embedder, settings.support_threshold, settings.support_min_coverage,

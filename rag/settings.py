@@ -41,6 +41,8 @@ class Settings(BaseSettings):
         "onnx", description="Queries and sentences at answer time: ONNX export of the same model, or torch.")
     query_threads: int = Field(1, ge=1, description="onnxruntime threads per request.")
     query_int8: bool = Field(True, description="Answer time runs an int8 copy of the ONNX export (2.4x faster, README).")
+    sentence_vectors: bool = Field(True, description="Ingest embeds every sentence with the answer-time model, "
+                                   "so answers embed only the question (README: Benchmarks).")
     model_cache_dir: Path = Field(PROJECT_ROOT / "index" / ".models", description="Where the ONNX export is cached.")
 
     # Retrieval

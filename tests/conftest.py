@@ -37,12 +37,20 @@ def write_article(folder: Path, name: str, title: str, body: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def bundled_index(tmp_path_factory, embedder, chunker) -> Path:
-    """The bundled articles, indexed once per test session."""
+def query_embedder():
+    """What `rag serve` answers with: the int8 ONNX copy of the same model (default settings)."""
+    from rag.pipeline import build_query_embedder
+
+    return build_query_embedder(Settings())
+
+
+@pytest.fixture(scope="session")
+def bundled_index(tmp_path_factory, embedder, chunker, query_embedder) -> Path:
+    """The bundled articles, indexed once per test session as `rag ingest` does (with sentence vectors)."""
     from rag.ingest import ingest
 
     root = tmp_path_factory.mktemp("bundled") / "index"
-    ingest([ARTICLES], root, embedder, chunker)
+    ingest([ARTICLES], root, embedder, chunker, sentence_embedder=query_embedder)
     return root
 
 
@@ -87,14 +95,6 @@ class LiveServer:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
-
-
-@pytest.fixture(scope="session")
-def query_embedder(bundled_settings):
-    """What `rag serve` answers with: the ONNX export of the same model."""
-    from rag.pipeline import build_query_embedder
-
-    return build_query_embedder(bundled_settings)
 
 
 @pytest.fixture(scope="session")

