@@ -107,7 +107,7 @@ def _open(settings: Settings, embedder, opener):
 
 @app.command()
 def stats(index: IndexOpt = None) -> None:
-    """Print the index manifest: documents, chunks, model, size, built at."""
+    """Print the index manifest: documents, chunks, model, size, built at, stored sentence vectors."""
     from rag.index import Index, IndexIncompatible, IndexNotFound
 
     settings = _settings(index)
@@ -115,7 +115,11 @@ def stats(index: IndexOpt = None) -> None:
         idx = Index.open(settings.index_dir)
     except (IndexNotFound, IndexIncompatible) as exc:
         _fail(str(exc))
-    data = dict(idx.manifest.__dict__, index=str(settings.index_dir), size_bytes=idx.size_bytes())
+    from rag.sentence_vectors import SentenceVectors
+
+    sentences = SentenceVectors.load(idx.generation)
+    data = dict(idx.manifest.__dict__, index=str(settings.index_dir), size_bytes=idx.size_bytes(),
+                sentence_vectors={"count": len(sentences), "model": sentences.model} if sentences else None)
     print(json.dumps(data, indent=2))
 
 

@@ -140,7 +140,8 @@ def ingest(paths: list[Path], root: Path, embedder: Embedder, chunker: Chunker, 
 
 def _fill_sentence_vectors(live: Index, sentence_embedder: Embedder, report: IngestReport) -> None:
     """An unchanged index without current sentence vectors (older build, other answer-time model) gets
-    them in place: the file is only ever added whole (atomic rename), and readers treat it as optional."""
+    them in place: the file is only ever added whole (atomic rename), and readers treat it as optional.
+    A server already running on this generation keeps embedding sentences until its next start."""
     stored = SentenceVectors.load(live.generation)
     if stored is not None and stored.model == fingerprint(sentence_embedder):
         return

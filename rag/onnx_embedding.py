@@ -162,7 +162,7 @@ class OnnxEmbedder:
         if self.variant == "int8":
             if self.parallel > 1 and len(texts) > 1:
                 with ThreadPoolExecutor(self.parallel) as pool:  # onnxruntime releases the GIL while it runs
-                    return np.concatenate(list(pool.map(lambda e: self._run([e]), encodings, chunksize=64)))
+                    return np.concatenate(list(pool.map(lambda e: self._run([e]), encodings)))
             return np.concatenate([self._run([e]) for e in encodings])
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
