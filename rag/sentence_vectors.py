@@ -2,14 +2,18 @@
 
 Evidence scoring embeds the best few candidate sentences of the retrieved passages; at answer time
 that was ~60% of an extractive answer's CPU. Ingest embeds every candidate sentence once, with the
-answer-time model, and stores them beside the index as ``sentences.npz``: the texts (the sentence
-heads evidence embeds) and float16 vectors, tagged with the model variant that made them. A server
-whose answer-time model differs ignores the file and embeds as before, so the file is never required.
+answer-time model, and stores them beside the index in ``sentences/``: float16 vectors sorted by a
+64-bit hash of their text, tagged with the model variant that made them. Both arrays are memory-mapped,
+so opening costs the same for two articles or a million sentences, and only looked-up rows are read.
+A server whose answer-time model differs ignores them and embeds as before: they are never required.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,7 +24,7 @@ import numpy as np
 from rag.embedding import Embedder
 from rag.evidence import sentence_heads
 
-FILE = "sentences.npz"
+DIR = "sentences"
 
 
 def fingerprint(embedder: Embedder) -> str:
@@ -28,38 +32,50 @@ def fingerprint(embedder: Embedder) -> str:
     return f"{embedder.model_id}#{getattr(embedder, 'variant', 'float')}"
 
 
+def text_key(text: str) -> int:
+    """64-bit key of a sentence (a collision would cost one sentence its own cosine, ~1e-8 at 10⁶)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
 @dataclass(frozen=True)
 class SentenceVectors:
     model: str  # ``fingerprint`` of the embedder that made them
-    rows: dict[str, int]  # sentence head → row of ``vectors``
-    vectors: np.ndarray  # float16, normalised before rounding
+    keys: np.ndarray  # uint64, sorted
+    vectors: np.ndarray  # float16 rows in ``keys`` order, normalised before rounding
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.keys)
+
+    def row(self, key: int) -> int | None:
+        i = int(np.searchsorted(self.keys, np.uint64(key)))
+        return i if i < len(self.keys) and int(self.keys[i]) == key else None
 
     def get(self, text: str) -> np.ndarray | None:
-        row = self.rows.get(text)
-        return None if row is None else self.vectors[row].astype(np.float32)
+        i = self.row(text_key(text))
+        return None if i is None else self.vectors[i].astype(np.float32)
 
     def save(self, folder: Path) -> None:
-        encoded = [t.encode() for t in sorted(self.rows, key=self.rows.__getitem__)]
-        tmp = folder / f".{FILE}.tmp{os.getpid()}.npz"
-        # Texts as one UTF-8 blob plus lengths: a fixed-width string array would be ~20x larger.
-        np.savez(tmp, text_bytes=np.frombuffer(b"".join(encoded), dtype=np.uint8),
-                 text_lengths=np.asarray([len(b) for b in encoded], dtype=np.int64),
-                 vectors=self.vectors, model=np.asarray(self.model))
-        os.replace(tmp, folder / FILE)
+        """Write ``folder/sentences`` whole: staged beside it, then renamed into place."""
+        target, staged = folder / DIR, folder / f".{DIR}.tmp{os.getpid()}"
+        shutil.rmtree(staged, ignore_errors=True)
+        staged.mkdir()
+        np.save(staged / "keys.npy", self.keys)
+        np.save(staged / "vectors.npy", self.vectors)
+        (staged / "meta.json").write_text(json.dumps({"model": self.model, "count": len(self)}))
+        if target.exists():  # replacing vectors of another model: readers treat a missing folder as none
+            old = folder / f".{DIR}.old{os.getpid()}"
+            os.replace(target, old)
+            shutil.rmtree(old)
+        os.replace(staged, target)
 
     @classmethod
     def load(cls, folder: Path) -> SentenceVectors | None:
-        path = folder / FILE
-        if not path.is_file():
+        path = folder / DIR
+        if not (path / "meta.json").is_file():
             return None
-        with np.load(path, allow_pickle=False) as data:
-            blob, ends = data["text_bytes"].tobytes(), np.cumsum(data["text_lengths"]).tolist()
-            vectors, model = data["vectors"], str(data["model"])
-        starts = [0, *ends[:-1]]
-        return cls(model, {blob[a:b].decode(): i for i, (a, b) in enumerate(zip(starts, ends))}, vectors)
+        meta = json.loads((path / "meta.json").read_text())
+        return cls(meta["model"], np.load(path / "keys.npy", mmap_mode="r"),
+                   np.load(path / "vectors.npy", mmap_mode="r"))
 
 
 @dataclass
@@ -73,15 +89,19 @@ def build(chunk_texts: Iterable[str], embedder: Embedder, previous: SentenceVect
           batch_size: int = 32) -> tuple[SentenceVectors, BuildStats]:
     """Vectors for every candidate sentence of ``chunk_texts``; those ``previous`` holds are reused."""
     t0 = time.perf_counter()
-    texts = list(dict.fromkeys(head for text in chunk_texts for head in sentence_heads(text)))
-    model = fingerprint(embedder)
-    reuse = previous if previous is not None and previous.model == model else None
-    vectors = np.zeros((len(texts), embedder.dimension), dtype=np.float16)
-    fresh = [i for i, t in enumerate(texts) if reuse is None or t not in reuse.rows]
-    for i, t in enumerate(texts):
-        if reuse is not None and t in reuse.rows:
-            vectors[i] = reuse.vectors[reuse.rows[t]]
+    by_key = {text_key(h): h for text in chunk_texts for h in sentence_heads(text)}
+    keys = np.asarray(sorted(by_key), dtype=np.uint64)
+    reuse = previous if previous is not None and previous.model == fingerprint(embedder) else None
+    vectors = np.zeros((len(keys), embedder.dimension), dtype=np.float16)
+    fresh = []
+    for i, key in enumerate(keys.tolist()):
+        old = reuse.row(key) if reuse is not None else None
+        if old is None:
+            fresh.append(i)
+        else:
+            vectors[i] = reuse.vectors[old]
     if fresh:
-        vectors[fresh] = embedder.encode([texts[i] for i in fresh], batch_size=batch_size)
-    stats = BuildStats(len(fresh), len(texts) - len(fresh), time.perf_counter() - t0)
-    return SentenceVectors(model, {t: i for i, t in enumerate(texts)}, vectors), stats
+        texts = [by_key[int(keys[i])] for i in fresh]
+        vectors[fresh] = embedder.encode(texts, batch_size=batch_size)
+    stats = BuildStats(len(fresh), len(keys) - len(fresh), time.perf_counter() - t0)
+    return SentenceVectors(fingerprint(embedder), keys, vectors), stats

