@@ -280,7 +280,7 @@ def eval_beir(folder: Annotated[Path, typer.Argument(help="BEIR folder: corpus.j
               split: Annotated[str, typer.Option(help="qrels split to score.")] = "test",
               mode: Annotated[str | None, typer.Option(help="dense | bm25 | hybrid \\[default: setting].")] = None,
               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """nDCG@10, Recall@10/100 and MRR@10 on a BEIR-layout folder (builds or reuses its index)."""
+    """nDCG@10, Recall@10/100 and MRR@10 on a BEIR-layout folder (builds or updates its index)."""
     from rag import beir
     from rag.index import current_generation
     from rag.pipeline import build_query_embedder, ingest_paths, open_retriever
@@ -293,11 +293,12 @@ def eval_beir(folder: Annotated[Path, typer.Argument(help="BEIR folder: corpus.j
         if mode not in ("dense", "bm25", "hybrid"):
             _fail("--mode must be dense, bm25 or hybrid")
         settings = settings.model_copy(update={"retrieval_mode": mode})
-    if current_generation(settings.index_dir) is None:
-        err.print(f"building {settings.index_dir} from {folder / 'corpus.jsonl'} …", highlight=False)
-        # Retrieval only: no evidence sentences to embed.
-        report = ingest_paths(settings, [folder / "corpus.jsonl"], progress=_progress_printer(), sentences=False)
-        err.print(report.summary(), highlight=False)
+    verb = "building" if current_generation(settings.index_dir) is None else "updating"
+    err.print(f"{verb} {settings.index_dir} from {folder / 'corpus.jsonl'} …", highlight=False)
+    # Incremental: an unchanged corpus costs a hash per document; an edited one is re-embedded where it
+    # changed, so scores never come from a stale index. Retrieval only: no evidence sentences to embed.
+    report = ingest_paths(settings, [folder / "corpus.jsonl"], progress=_progress_printer(), sentences=False)
+    err.print(report.summary(), highlight=False)
     retriever = _open(settings, build_query_embedder(settings), open_retriever)
     result = beir.evaluate(retriever, beir.load_queries(folder), beir.load_qrels(folder, split))
     result = {"dataset": folder.resolve().name, "split": split, "mode": settings.retrieval_mode, **result}

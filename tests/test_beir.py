@@ -48,3 +48,26 @@ def test_eval_beir_on_a_tiny_beir_folder(tmp_path: Path, embedder, chunker, sett
     retriever = IndexRetriever(Index.open(settings.index_dir), embedder, settings)
     result = beir.evaluate(retriever, beir.load_queries(tmp_path / "beir"), beir.load_qrels(tmp_path / "beir", "test"))
     assert result["queries"] == 2 and result["ndcg@10"] == 1.0 and result["mrr@10"] == 1.0
+
+
+def test_cli_eval_beir_notices_an_edited_corpus(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from rag.cli import app
+
+    folder = tmp_path / "beir"
+    (folder / "qrels").mkdir(parents=True)
+    docs = {"d1": "Rice exports from Cambodia rose sharply this year.",
+            "d2": "The railway between Phnom Penh and Poipet reopened."}
+    (folder / "corpus.jsonl").write_text("\n".join(json.dumps({"_id": k, "text": v}) for k, v in docs.items()))
+    (folder / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "train line reopening"}))
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td2\t1\n")
+    args = ["eval-beir", str(folder), "--index", str(tmp_path / "index"), "--json"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout)["mrr@10"] == 1.0
+    docs["d1"], docs["d2"] = docs["d2"], "Rice prices in Phnom Penh markets fell."  # the answer moves to d1
+    (folder / "corpus.jsonl").write_text("\n".join(json.dumps({"_id": k, "text": v}) for k, v in docs.items()))
+    second = CliRunner().invoke(app, args)
+    assert second.exit_code == 0, second.output
+    assert json.loads(second.stdout)["mrr@10"] == 0.5  # scored on the edited corpus, not the stale index
