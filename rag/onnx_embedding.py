@@ -1,11 +1,12 @@
 """A lean embedder for queries and short texts: the same model exported once to ONNX, run by onnxruntime.
 
-Embeddings equal sentence-transformers' (cosine 1.000000 on the packaged model), at ~6 ms per query
-on one core instead of ~15 ms through torch, and serving no longer imports torch or
-sentence-transformers at all (cold start). Ingest keeps using ``SentenceTransformerEmbedder``.
+The float export gives sentence-transformers' embeddings (cosine 1.000000 on the packaged model) at
+~5 ms per query on one core instead of ~15 ms through torch; its int8 copy (per-channel dynamic
+quantization) ~2 ms, with vectors at cosine ~0.99 to the model's. Serving imports neither torch nor
+sentence-transformers (cold start). Chunks are still embedded by ``SentenceTransformerEmbedder``.
 
-The export needs torch and runs once per model: the file is cached under ``cache_dir`` keyed by the
-weights' sha256.
+The export needs torch and runs once per model: the files are cached under ``cache_dir`` keyed by the
+weights' sha256 (``<sha16>.onnx``, ``<sha16>.int8.onnx``).
 """
 
 from __future__ import annotations
