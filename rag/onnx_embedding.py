@@ -131,7 +131,10 @@ class OnnxEmbedder:
         self._counter = Tokenizer.from_file(str(folder / "tokenizer.json"))  # counts what truncation would cut
         self._counter.no_padding()
         self._counter.no_truncation()
-        self.model_id, self.variant, self.parallel = spec, "int8" if int8 else "float", parallel
+        # The quantized file is made on each machine (onnxruntime versions may round differently), so
+        # its own hash names the variant: stored sentence vectors must come from this very file.
+        self.variant = f"int8-{sha256_file(onnx_path)[:12]}" if int8 else "float"
+        self.model_id, self.parallel = spec, parallel
         self.dimension = int(json.loads((folder / "config.json").read_text())["hidden_size"])
 
     def count_tokens(self, text: str) -> int:
@@ -160,7 +163,7 @@ class OnnxEmbedder:
             return np.zeros((0, self.dimension), dtype=np.float32)
         # One by one: encode_batch's thread pool costs more than it saves on a handful of sentences.
         encodings = [self.tokenizer.encode(t) for t in texts]
-        if self.variant == "int8":
+        if self.variant != "float":
             if self.parallel > 1 and len(texts) > 1:
                 with ThreadPoolExecutor(self.parallel) as pool:  # onnxruntime releases the GIL while it runs
                     return np.concatenate(list(pool.map(lambda e: self._run([e]), encodings)))

