@@ -56,7 +56,7 @@ class Evidence:
 
 def answer_type(question: str) -> str | None:
     q = question.lower()
-    if re.search(r"\b(when|what year|which year|what date|since when)\b", q):
+    if re.search(r"\b(when|what year|which year|what date|since when|how old|older|oldest|newer|newest)\b", q):
         return "date"
     if re.search(r"\b(how many|how much|what percentage|what share|what amount|how large|how big|what value)\b", q):
         return "quantity"

@@ -8,6 +8,7 @@ import pytest
 
 from rag.chunking import get_encoding
 from rag.citations import CitationVerifier, parse_claims
+from rag.evidence import answer_type
 from rag.followup import rewrite_deterministic
 from rag.generation import Turn
 from rag.prompts import PromptLibrary, format_passage, pack_passages
@@ -68,6 +69,18 @@ class TestExtractiveAnswers:
     def test_prompt_leak_attempts_get_no_prompt_text(self, answerer, attack):
         answer = answerer.answer(attack)
         assert_no_prompt_text(answer.answer)
+
+
+@pytest.mark.parametrize("question, kind", [
+    ("When did the CKFTA become law?", "date"),
+    ("Which relationship is older: Cambodia's ties with Pakistan or with South Korea?", "date"),  # age → a year
+    ("How old are the ties with Pakistan?", "date"),
+    ("How many Cambodians live in Korea?", "quantity"),
+    ("Who leads Cambodia's new government?", "person"),
+    ("What is the CKFTA expected to do?", None),
+])
+def test_answer_type_of_a_question(question, kind):
+    assert answer_type(question) == kind
 
 
 def assert_no_prompt_text(text: str) -> None:
