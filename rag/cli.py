@@ -31,27 +31,29 @@ def _settings(index: Path | None = None) -> Settings:
 
 
 def _progress_printer():
-    """A rich progress bar on a terminal; plain lines (every ~10%) otherwise."""
+    """A rich progress bar per stage on a terminal; plain lines (every ~10%) otherwise."""
     if sys.stderr.isatty():
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        bar = Progress("embedding", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err)
-        task = bar.add_task("embed", total=None)
+        bar = Progress(TextColumn("embedding {task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TimeRemainingColumn(), console=err)
+        tasks: dict[str, int] = {}
 
-        def update(done: int, total: int) -> None:
-            if not bar.live.is_started:
+        def update(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=total)
                 bar.start()
-            bar.update(task, completed=done, total=total)
+            bar.update(tasks[what], completed=done, total=total)
             if done >= total:
                 bar.stop()
         return update
-    last = [-1]
+    last: dict[str, int] = {}
 
-    def plain(done: int, total: int) -> None:
+    def plain(what: str, done: int, total: int) -> None:
         step = int(10 * done / max(total, 1))
-        if step != last[0]:
-            last[0] = step
-            print(f"embedded {done}/{total} chunks", file=sys.stderr, flush=True)
+        if step != last.get(what):
+            last[what] = step
+            print(f"embedded {done}/{total} {what}", file=sys.stderr, flush=True)
     return plain
 
 

@@ -36,7 +36,7 @@ from rag.sentence_vectors import SentenceVectors, fingerprint
 from rag.sentence_vectors import build as build_sentence_vectors
 
 EMBED_GROUP = 256  # texts per encode call: big enough to sort by length, small enough for progress
-ProgressFn = Callable[[int, int], None]
+ProgressFn = Callable[[str, int, int], None]  # (what: "chunks" | "sentences", done, total)
 
 
 @dataclass
@@ -100,7 +100,7 @@ def _embed(embedder: Embedder, texts: list[str], batch_size: int,
         vectors[start:start + len(group)] = embedder.encode(group, batch_size=batch_size)
         report.embed_seconds += time.perf_counter() - t0
         if progress:
-            progress(start + len(group), len(texts))
+            progress("chunks", start + len(group), len(texts))
     return vectors
 
 
@@ -128,7 +128,7 @@ def ingest(paths: list[Path], root: Path, embedder: Embedder, chunker: Chunker, 
         if previous and not (report.added or report.updated or report.removed):
             report.documents_total, report.chunks_total = previous.docstore.counts()
             if sentence_embedder is not None:
-                _fill_sentence_vectors(previous, sentence_embedder, report)
+                _fill_sentence_vectors(previous, sentence_embedder, report, progress)
             previous.close()
             report.seconds = time.perf_counter() - started
             return report
@@ -138,14 +138,16 @@ def ingest(paths: list[Path], root: Path, embedder: Embedder, chunker: Chunker, 
     return report
 
 
-def _fill_sentence_vectors(live: Index, sentence_embedder: Embedder, report: IngestReport) -> None:
+def _fill_sentence_vectors(live: Index, sentence_embedder: Embedder, report: IngestReport,
+                           progress: ProgressFn | None = None) -> None:
     """An unchanged index without current sentence vectors (older build, other answer-time model) gets
     them in place: the file is only ever added whole (atomic rename), and readers treat it as optional.
     A server already running on this generation keeps embedding sentences until its next start."""
     stored = SentenceVectors.load(live.generation)
     if stored is not None and stored.model == fingerprint(sentence_embedder):
         return
-    vectors, stats = build_sentence_vectors((r[2] for r in live.docstore.iter_chunk_texts()), sentence_embedder)
+    vectors, stats = build_sentence_vectors((r[2] for r in live.docstore.iter_chunk_texts()), sentence_embedder,
+                                            progress=progress)
     vectors.save(live.generation)
     report.sentences_embedded, report.sentence_seconds = stats.embedded, stats.seconds
 
@@ -178,7 +180,8 @@ def _write_generation(root: Path, previous: Index | None, changed: list[Document
         rows = list(store.iter_chunk_texts())
         LexicalIndex.build([r[0] for r in rows], [f"{r[1]}\n{r[2]}" for r in rows]).save(staging / BM25_DIR)
         if sentence_embedder is not None:
-            sentences, stats = build_sentence_vectors((r[2] for r in rows), sentence_embedder, old_sentences)
+            sentences, stats = build_sentence_vectors((r[2] for r in rows), sentence_embedder, old_sentences,
+                                                      progress=progress)
             sentences.save(staging)
             report.sentences_embedded, report.sentence_seconds = stats.embedded, stats.seconds
         report.documents_total, report.chunks_total = store.counts()

@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from rag.embedding import Embedder
 from rag.evidence import sentence_heads
 
 DIR = "sentences"
+GROUP = 1024  # sentences per encode call, for progress reports
 
 
 def fingerprint(embedder: Embedder) -> str:
@@ -87,7 +88,8 @@ class BuildStats:
 
 
 def build(chunk_texts: Iterable[str], embedder: Embedder, previous: SentenceVectors | None = None,
-          batch_size: int = 32) -> tuple[SentenceVectors, BuildStats]:
+          batch_size: int = 32, progress: Callable[[str, int, int], None] | None = None
+          ) -> tuple[SentenceVectors, BuildStats]:
     """Vectors for every candidate sentence of ``chunk_texts``; those ``previous`` holds are reused."""
     t0 = time.perf_counter()
     by_key = {text_key(h): h for text in chunk_texts for h in sentence_heads(text)}
@@ -101,8 +103,10 @@ def build(chunk_texts: Iterable[str], embedder: Embedder, previous: SentenceVect
             fresh.append(i)
         else:
             vectors[i] = reuse.vectors[old]
-    if fresh:
-        texts = [by_key[int(keys[i])] for i in fresh]
-        vectors[fresh] = embedder.encode(texts, batch_size=batch_size)
+    for start in range(0, len(fresh), GROUP):
+        rows = fresh[start:start + GROUP]
+        vectors[rows] = embedder.encode([by_key[int(keys[i])] for i in rows], batch_size=batch_size)
+        if progress:
+            progress("sentences", start + len(rows), len(fresh))
     stats = BuildStats(len(fresh), len(keys) - len(fresh), time.perf_counter() - t0)
     return SentenceVectors(fingerprint(embedder), keys, vectors), stats
