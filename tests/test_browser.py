@@ -51,6 +51,7 @@ def test_answer_streams_with_a_chip_that_opens_the_highlighted_span(page):
     chip = bot.locator("button.chip").first
     expect(chip).to_be_visible()
     expect(page.locator("#sources li .title").first).to_contain_text("Cambodia and South Korea")
+    expect(page.locator("#status")).to_have_text("1 source cited.")
     chip.click()
     mark = page.locator("#reader-text mark")
     expect(mark).to_be_visible()

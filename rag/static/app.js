@@ -149,7 +149,8 @@ async function ask(question) {
       } else if (event === "done") {
         renderAnswer(bot, data);
         state.history.push({ role: "user", content: question }, { role: "assistant", content: data.answer });
-        setStatus(data.abstained ? "The articles don't cover this." : `${data.citations.length} source(s) cited.`);
+        const n = data.citations.length;
+        setStatus(data.abstained ? "The articles don't cover this." : `${n} source${n === 1 ? "" : "s"} cited.`);
       } else if (event === "error") {
         throw new Error(data.detail);
       }
