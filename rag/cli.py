@@ -270,10 +270,25 @@ def serve(index: IndexOpt = None, host: Annotated[str | None, typer.Option(help=
         err.print(f"no index yet: indexing {settings.articles_dir} …", highlight=False)
         report = ingest_paths(settings, [settings.articles_dir], progress=_progress_printer())
         err.print(report.summary(), highlight=False)
-    app_ = create_app(settings, build_query_embedder(settings))
+    embedder = build_query_embedder(settings)
+    _hint_sentence_vectors(settings, embedder)
+    app_ = create_app(settings, embedder)
     host, port = host or settings.host, port or settings.port
     err.print(f"chat UI on http://{host}:{port}/  ·  API docs on http://{host}:{port}/docs", highlight=False)
     uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+def _hint_sentence_vectors(settings: Settings, embedder) -> None:
+    """Say when answers will embed sentences because the index has no vectors from this model."""
+    from rag.index import current_generation
+    from rag.sentence_vectors import SentenceVectors, fingerprint
+
+    generation = current_generation(settings.index_dir)
+    stored = SentenceVectors.load(generation) if generation else None
+    if generation and (stored is None or stored.model != fingerprint(embedder)):
+        err.print(f"note: {settings.index_dir} has no evidence sentence vectors for this model; answers will embed "
+                  f"a few sentences each (about twice the CPU). `rag ingest … --index {settings.index_dir}` adds them.",
+                  highlight=False)
 
 
 @app.command("eval-beir")
