@@ -74,14 +74,20 @@ def quantize_onnx(source: Path, target: Path) -> None:
     Per-tensor scales lose too much on this model (cosine 0.96 to the float vectors); per-channel
     keeps 0.99 at 2.4x the speed on one core.
     """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    tmp = target.with_suffix(f".tmp{os.getpid()}")
-    logging.disable(logging.WARNING)  # it advises shape pre-processing on the root logger; no gain here
+    # onnxruntime.quantization configures the root logger when imported (basicConfig) and advises shape
+    # pre-processing on it (no gain here): both are undone, so other libraries' debug lines stay quiet.
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    logging.disable(logging.WARNING)
     try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        tmp = target.with_suffix(f".tmp{os.getpid()}")
         quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
     finally:
         logging.disable(logging.NOTSET)
+        root.handlers[:] = handlers
+        root.setLevel(level)
     os.replace(tmp, target)
 
 

