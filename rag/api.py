@@ -74,16 +74,16 @@ class ServiceState:
         self.metrics = Metrics()
         self._lock = threading.Lock()
 
-    def stale(self) -> bool:
-        """True when a generation other than the loaded one (or none) is live."""
+    def newer(self) -> Path | None:
+        """The live generation when it is not the loaded one; None when there is nothing to open."""
+        live = current_generation(self.settings.index_dir)
         loaded = self.answerer.retriever.index.generation if self.answerer else None
-        return loaded is None or current_generation(self.settings.index_dir) != loaded
+        return live if live is not None and live != loaded and self.embedder is not None else None
 
     def refresh(self) -> Answerer | None:
         """Open the live generation if it is not the one loaded (cheap when nothing changed)."""
-        live = current_generation(self.settings.index_dir)
-        loaded = self.answerer.retriever.index.generation if self.answerer else None
-        if live is None or live == loaded or self.embedder is None:
+        live = self.newer()
+        if live is None:
             return self.answerer
         with self._lock:
             if self.answerer is None or self.answerer.retriever.index.generation != live:
@@ -258,7 +258,7 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
 
     async def answerer() -> Answerer:
         # Only opening a new generation blocks; checking for one is a small file read.
-        loaded = await asyncio.to_thread(state.refresh) if state.stale() else state.answerer
+        loaded = await asyncio.to_thread(state.refresh) if state.newer() else state.answerer
         if loaded is None:
             raise HTTPException(503, f"no index loaded yet: {state.load_error or 'run rag ingest'}",
                                 headers={"Retry-After": str(RETRY_AFTER_S)})

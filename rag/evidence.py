@@ -25,7 +25,7 @@ _QUANTITY = re.compile(r"\d")
 WEIGHTS = {"cosine": 0.5, "coverage": 0.35, "type": 0.15}
 CONTEXT_CREDIT = 0.5  # a term found only in the sentence before, or the title, half counts
 EMBED_TOP = 3
-EMBED_CHARS = 240  # ~64 wordpieces: bounds the evidence step's model cost on run-on sentences
+EMBED_CHARS = 240  # ~50 wordpieces: bounds the evidence step's model cost on run-on sentences
 STRICT_TYPES = {"date", "quantity"}
 STRICT_TYPE_PENALTY = 0.7
 

@@ -144,11 +144,15 @@ def _fill_sentence_vectors(live: Index, sentence_embedder: Embedder, report: Ing
     them in place: the file is only ever added whole (atomic rename), and readers treat it as optional.
     A server already running on this generation keeps embedding sentences until its next start."""
     stored = SentenceVectors.load(live.generation)
-    if stored is not None and stored.model == fingerprint(sentence_embedder):
-        return
-    vectors, stats = build_sentence_vectors((r[2] for r in live.docstore.iter_chunk_texts()), sentence_embedder,
-                                            progress=progress)
-    vectors.save(live.generation)
+    if stored is None or stored.model != fingerprint(sentence_embedder):
+        _sentence_pass(live.docstore.iter_chunk_texts(), sentence_embedder, None, live.generation, report, progress)
+
+
+def _sentence_pass(rows, sentence_embedder: Embedder, previous: SentenceVectors | None, folder: Path,
+                   report: IngestReport, progress: ProgressFn | None) -> None:
+    """Embed the evidence sentences of every chunk (``rows``: docstore (id, title, text)) into ``folder``."""
+    vectors, stats = build_sentence_vectors((r[2] for r in rows), sentence_embedder, previous, progress=progress)
+    vectors.save(folder)
     report.sentences_embedded, report.sentence_seconds = stats.embedded, stats.seconds
 
 
@@ -180,10 +184,7 @@ def _write_generation(root: Path, previous: Index | None, changed: list[Document
         rows = list(store.iter_chunk_texts())
         LexicalIndex.build([r[0] for r in rows], [f"{r[1]}\n{r[2]}" for r in rows]).save(staging / BM25_DIR)
         if sentence_embedder is not None:
-            sentences, stats = build_sentence_vectors((r[2] for r in rows), sentence_embedder, old_sentences,
-                                                      progress=progress)
-            sentences.save(staging)
-            report.sentences_embedded, report.sentence_seconds = stats.embedded, stats.seconds
+            _sentence_pass(rows, sentence_embedder, old_sentences, staging, report, progress)
         report.documents_total, report.chunks_total = store.counts()
         store.close()
         report.chunks_embedded, report.chunks_removed = len(chunks), len(stale_ids)
