@@ -6,37 +6,18 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from rag.chunking import get_encoding
-from rag.citations import Citation, CitationVerifier
+from rag.citations import CitationVerifier
 from rag.evidence import Evidence, EvidenceScorer
 from rag.followup import Condenser
-from rag.generation import AnswerContext, Generator, Turn
+from rag.generation import AnswerContext, Generator
 from rag.prompts import pack_passages
-from rag.retrieval import Passage, Retriever
+from rag.records import Answer, Citation, Passage, Turn
+from rag.retrieval import Retriever
 from rag.settings import Settings
+from rag.text import get_encoding
 
 ABSTAIN_TEXT = "The articles don't cover this: I found nothing in them that answers the question."
 CLOSEST_PASSAGES = 2
-
-
-@dataclass(frozen=True)
-class Answer:
-    """The /api/answer response object (DESIGN.md "HTTP contract")."""
-
-    answer: str
-    abstained: bool
-    citations: list[Citation]
-    generator: str
-    timings_ms: dict[str, float]
-    standalone_question: str = ""
-    abstain_reason: str = ""
-    evidence_score: float = 0.0
-
-    def to_dict(self) -> dict:
-        return {"answer": self.answer, "abstained": self.abstained,
-                "citations": [c.to_dict() for c in self.citations], "generator": self.generator,
-                "timings_ms": self.timings_ms, "standalone_question": self.standalone_question,
-                "abstain_reason": self.abstain_reason, "evidence_score": self.evidence_score}
 
 
 @dataclass

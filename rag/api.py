@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from sse_starlette.sse import EventSourceResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from rag.answering import Answer, Answerer
+from rag.answering import Answerer
 from rag.api_models import (
     MAX_QUESTION_CHARS,
     AnswerRequest,
@@ -31,11 +31,12 @@ from rag.api_models import (
     ChatCompletionMessage,
     ChatCompletionRequest,
 )
-from rag.chunking import split_sentences
 from rag.embedding import Embedder
-from rag.generation import GeneratorUnavailable, Turn
+from rag.generation import GeneratorUnavailable
 from rag.index import IndexIncompatible, IndexNotFound, current_generation
+from rag.records import Answer, Turn
 from rag.settings import Settings
+from rag.text import split_sentences
 
 STATIC = Path(__file__).resolve().parent / "static"
 RETRY_AFTER_S = 5

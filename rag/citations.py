@@ -14,37 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rag.chunking import split_sentences
 from rag.embedding import Embedder
-from rag.retrieval import Passage
-from rag.text import content_terms, numbers, term_coverage, words
+from rag.records import Citation, Passage
+from rag.text import MARKER, content_terms, numbers, split_sentences, term_coverage, words
 
-MARKER = re.compile(r"\[(\d{1,3}(?:\s*[,;]\s*\d{1,3})*)\]")
 MIN_CLAIM_WORDS = 4
 _TRAILING_PUNCT = re.compile(r"([.!?…]+[\"'”’)]*)$")
-
-
-@dataclass(frozen=True)
-class Citation:
-    n: int
-    doc_id: str
-    title: str
-    chunk_id: str
-    start: int
-    end: int
-    text: str
-    score: float
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
-    @classmethod
-    def of(cls, n: int, passage: Passage, start: int | None = None, end: int | None = None) -> Citation:
-        """Cite ``passage`` (or the span [start, end) of its document inside it) as source ``n``."""
-        start = passage.start if start is None else start
-        end = passage.end if end is None else end
-        text = passage.text[start - passage.start:end - passage.start]
-        return cls(n, passage.doc_id, passage.title, passage.chunk_id, start, end, text, passage.score)
 
 
 @dataclass(frozen=True)

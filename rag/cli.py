@@ -171,7 +171,8 @@ def ask(question: str, index: IndexOpt = None, k: Annotated[int | None, typer.Op
 @app.command()
 def chat(index: IndexOpt = None) -> None:
     """A terminal conversation that keeps history (empty line or Ctrl-D to quit)."""
-    from rag.generation import GeneratorUnavailable, Turn
+    from rag.generation import GeneratorUnavailable
+    from rag.records import Turn
 
     answerer = _answerer(_settings(index))
     history: list[Turn] = []

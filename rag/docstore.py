@@ -6,11 +6,9 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from rag.chunking import Chunk
-from rag.documents import Document
+from rag.records import Chunk, Document, StoredChunk
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -23,15 +21,6 @@ CREATE TABLE IF NOT EXISTS chunks (
     text TEXT NOT NULL, n_tokens INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
 """
-
-
-@dataclass(frozen=True)
-class StoredChunk:
-    """A chunk as stored, with its vector id and its document's title."""
-
-    id: int
-    chunk: Chunk
-    title: str
 
 
 class DocStore:

@@ -7,16 +7,16 @@ A file that cannot be read is reported as a ``Skipped`` entry and the load goes 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from rag.records import Document, Skipped
 
 TEXT_SUFFIXES = {".md", ".markdown", ".txt"}
 HTML_SUFFIXES = {".html", ".htm"}
@@ -26,33 +26,6 @@ SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | JSON_SUFFIXES
 FOLDER_DOC_STEMS = {"readme", "license", "licence", "changelog"}
 MAX_TITLE_CHARS = 200
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*\r?\n", re.S)
-
-
-@dataclass(frozen=True)
-class Document:
-    """One article. Chunk offsets index into ``text``."""
-
-    doc_id: str
-    title: str
-    text: str
-    source: str = ""
-    published: str = ""
-    metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
-
-    @property
-    def sha256(self) -> str:
-        """Content hash: what decides whether a re-ingest must re-embed the document."""
-        payload = json.dumps([self.title, self.text, self.source, self.published, self.metadata],
-                             sort_keys=True, default=str, ensure_ascii=False)
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """A file (or record) that was not ingested, and why."""
-
-    path: str
-    reason: str
 
 
 class UnreadableFile(Exception):

@@ -25,9 +25,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rag.answering import Answer, Answerer
-from rag.citations import MARKER
-from rag.generation import Turn
+from rag.answering import Answerer
+from rag.records import Answer, Turn
+from rag.text import MARKER
 
 ABSTAIN_TYPES = {"unanswerable", "off_topic"}
 PRIMARY_METRIC = "answer/accuracy"

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rag.chunking import split_sentences
 from rag.embedding import VectorCache
-from rag.retrieval import Passage
-from rag.text import content_terms, entities, numbers, words
+from rag.records import Passage
+from rag.text import content_terms, entities, is_answer_like, numbers, sentence_head, split_sentences
 
 _YEAR_OR_DATE = re.compile(r"\b(1[89]\d\d|20\d\d)\b|\b(January|February|March|April|May|June|July|August|"
                            r"September|October|November|December)\b")
@@ -25,7 +24,6 @@ _QUANTITY = re.compile(r"\d")
 WEIGHTS = {"cosine": 0.5, "coverage": 0.35, "type": 0.15}
 CONTEXT_CREDIT = 0.5  # a term found only in the sentence before, or the title, half counts
 EMBED_TOP = 3
-EMBED_CHARS = 240  # ~50 wordpieces: bounds the evidence step's model cost on run-on sentences
 STRICT_TYPES = {"date", "quantity"}
 STRICT_TYPE_PENALTY = 0.7
 
@@ -78,25 +76,6 @@ def _type_match(kind: str | None, sentence: str, question: str) -> float:
     return 0.0
 
 
-def _is_answer_like(text: str) -> bool:
-    """Questions (an FAQ's headings) and short headings are not answers."""
-    return not text.rstrip().endswith("?") and len(words(text)) >= 4
-
-
-def _head(text: str) -> str:
-    """A long sentence's opening words: they carry its topic, and the model's cost grows with length."""
-    if len(text) <= EMBED_CHARS:
-        return text
-    cut = text.rfind(" ", 0, EMBED_CHARS)
-    return text[:cut if cut > 0 else EMBED_CHARS]
-
-
-def sentence_heads(text: str) -> list[str]:
-    """What ``score`` may embed for a passage's text: the head of each answer-like sentence.
-    Ingest embeds these ahead of time (``rag.sentence_vectors``)."""
-    return [_head(text[a:b]) for a, b in split_sentences(text) if _is_answer_like(text[a:b])]
-
-
 def _coverage(q_terms: list[str], terms: set[str], context: set[str], weights: dict[str, float]) -> float:
     """idf-weighted share of question terms in the sentence (half credit for nearby context)."""
     total = sum(weights[t] for t in q_terms)
@@ -143,14 +122,14 @@ class EvidenceScorer:
         for i, (p, (title, sentences)) in enumerate(zip(passages, split)):
             context = title
             for s, e, text, terms in sentences:
-                if _is_answer_like(text):
+                if is_answer_like(text):
                     cov = _coverage(q_terms, terms, context, weights)
                     tm = _type_match(kind, text, question)
                     rough.append((_combine(p.score, cov, tm, kind), i, s, e, text, cov, tm))
                 context = terms | title  # the sentence before, and the title, give half credit
         rough.sort(key=lambda r: (-r[0], r[1], r[2]))
         top = rough[:self.embed_top]
-        cosines = list(self.cache.vectors([_head(r[4]) for r in top]) @ qvec) if top else []
+        cosines = list(self.cache.vectors([sentence_head(r[4]) for r in top]) @ qvec) if top else []
         # Beyond the embedded few, a sentence's cosine is its passage's (no model call).
         cosines += [passages[r[1]].score for r in rough[len(top):]]
         found = [Sentence(i, passages[i].start + s, passages[i].start + e, text, float(cos), cov, tm,

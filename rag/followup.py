@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 
-from rag.citations import MARKER
-from rag.generation import Generator, GeneratorUnavailable, Turn
+from rag.generation import Generator, GeneratorUnavailable
 from rag.prompts import PromptLibrary
-from rag.text import entities, words
+from rag.records import Turn
+from rag.text import MARKER, entities, words
 
 PRONOUNS = r"\b(it|its|they|them|their|he|him|his|she|her)\b|\b(this|that|these|those|there)(?=\s*[?.!]*$)"
 _LEADING = re.compile(r"^(?:(?:how\s+\w+|what|which|who|whom|when|where|why|is|are|was|were|did|does|do|has|have|"

@@ -12,9 +12,9 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from rag.chunking import ENCODING_NAME, Chunker
+from rag.chunking import Chunker
 from rag.docstore import DocStore
-from rag.documents import Document, Skipped, load_documents
+from rag.documents import load_documents
 from rag.embedding import Embedder
 from rag.index import (
     BM25_DIR,
@@ -32,8 +32,10 @@ from rag.index import (
     staging_dir,
 )
 from rag.lexical import LexicalIndex
+from rag.records import Document, Skipped
 from rag.sentence_vectors import SentenceVectors, fingerprint
 from rag.sentence_vectors import build as build_sentence_vectors
+from rag.text import ENCODING_NAME
 
 EMBED_GROUP = 256  # texts per encode call: big enough to sort by length, small enough for progress
 ProgressFn = Callable[[str, int, int], None]  # (what: "chunks" | "sentences", done, total)

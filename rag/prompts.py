@@ -8,7 +8,7 @@ from string import Template
 
 import tiktoken
 
-from rag.retrieval import Passage
+from rag.records import Passage
 
 
 class PromptLibrary:

@@ -3,35 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from rag.chunking import split_sentences
-from rag.docstore import StoredChunk
 from rag.embedding import Embedder, VectorCache
 from rag.index import Index
+from rag.records import Passage, StoredChunk
 from rag.settings import Settings
+from rag.text import split_sentences
 
 NEAR_DUPLICATE_COSINE = 0.97
-
-
-@dataclass(frozen=True)
-class Passage:
-    """A retrieved chunk. ``score`` is its cosine similarity to the query (0..1 in practice)."""
-
-    doc_id: str
-    title: str
-    chunk_id: str
-    start: int
-    end: int
-    text: str
-    score: float
-    n_tokens: int = field(default=0, repr=False)  # cl100k tokens of ``text`` from ingest; 0: count when needed
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "n_tokens"}
 
 
 class Retriever(Protocol):

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.embedding import Embedder
-from rag.evidence import sentence_heads
+from rag.text import sentence_heads
 
 DIR = "sentences"
 GROUP = 1024  # sentences per encode call, for progress reports

@@ -6,14 +6,13 @@ from dataclasses import replace
 
 import pytest
 
-from rag.chunking import get_encoding
 from rag.citations import CitationVerifier, parse_claims
 from rag.evidence import answer_type
 from rag.followup import rewrite_deterministic
-from rag.generation import Turn
 from rag.prompts import PromptLibrary, format_passage, pack_passages
-from rag.retrieval import Passage
+from rag.records import Passage, Turn
 from rag.settings import PROJECT_ROOT
+from rag.text import get_encoding
 
 ANSWERED = [  # question, gold fact, verbatim evidence that the cited span must hold
     ("When did Cambodia and Pakistan establish diplomatic relations?", "1952", "established diplomatic relations in 1952"),

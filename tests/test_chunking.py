@@ -6,8 +6,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from rag.chunking import Chunker, split_sentences
-from rag.documents import Document
+from rag.chunking import Chunker
+from rag.records import Document
+from rag.text import split_sentences
 
 WORDS = st.sampled_from(["Cambodia", "Phnom", "Penh.", "$53", "million,", "1952!", "Hun", "Manet?", "“quoted”",
                          "naïve", "日本語のテキスト", "🙂", "x" * 40, "." * 120, "(((((((", "e.g.", "U.S.",

@@ -93,7 +93,7 @@ class TestOpenAICompatibleBackend:
         _verified(answerer, final)
 
     def test_follow_up_is_condensed_by_the_llm(self, llama_server, bundled_settings, embedder):
-        from rag.generation import Turn
+        from rag.records import Turn
 
         settings = bundled_settings.model_copy(update={"generator": "openai", "openai_base_url": llama_server})
         answerer = build_answerer(settings, embedder)

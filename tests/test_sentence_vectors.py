@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from rag.evidence import sentence_heads
 from rag.index import Index, current_generation
 from rag.ingest import ingest
 from rag.pipeline import build_answerer, open_retriever
 from rag.sentence_vectors import DIR, SentenceVectors, fingerprint, text_key
 from rag.settings import Settings
+from rag.text import sentence_heads
 from tests.conftest import ARTICLES, write_article
 
 QUESTIONS = ["When did the CKFTA become law?", "How much did bilateral trade reach in the first ten months of 2022?",

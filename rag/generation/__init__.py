@@ -7,16 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
 from rag.evidence import Evidence
-from rag.retrieval import Passage
-
-
-@dataclass(frozen=True)
-class Turn:
-    role: Literal["user", "assistant"]
-    content: str
+from rag.records import Passage, Turn
 
 
 @dataclass(frozen=True)
