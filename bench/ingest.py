@@ -22,9 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rag.documents import load_documents  # noqa: E402
-from rag.ingest import ingest  # noqa: E402
-from rag.pipeline import build_chunker, build_embedder, build_sentence_embedder  # noqa: E402
+from rag.embedding.factory import build_embedder, build_sentence_embedder  # noqa: E402
+from rag.ingest.documents import load_documents  # noqa: E402
+from rag.ingest.pipeline import build_chunker, ingest  # noqa: E402
 from rag.settings import Settings  # noqa: E402
 
 DEFAULT_CORPUS = ROOT.parent / "shared" / "data" / "bbc"

@@ -14,11 +14,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rag import beir  # noqa: E402
-from rag.index import Index  # noqa: E402
-from rag.pipeline import build_embedder  # noqa: E402
-from rag.retrieval import IndexRetriever  # noqa: E402
+from rag.embedding.factory import build_embedder  # noqa: E402
+from rag.eval import beir  # noqa: E402
+from rag.retrieval.retriever import IndexRetriever  # noqa: E402
 from rag.settings import Settings  # noqa: E402
+from rag.store.index import Index  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "scifact"
 GRID = ([{"fusion": "rrf", "rrf_k": k} for k in (10, 30, 60, 100)]

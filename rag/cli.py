@@ -62,7 +62,7 @@ def ingest(paths: Annotated[list[Path] | None, typer.Argument(help="Files and fo
            index: IndexOpt = None,
            rebuild: Annotated[bool, typer.Option(help="Ignore the existing index and build from scratch.")] = False) -> None:
     """Index articles (.md .txt .html .json .jsonl); re-runs only re-embed what changed."""
-    from rag.pipeline import ingest_paths
+    from rag.ingest.pipeline import ingest_paths
 
     settings = _settings(index)
     paths = paths or [settings.articles_dir]
@@ -82,7 +82,8 @@ def ingest(paths: Annotated[list[Path] | None, typer.Argument(help="Files and fo
 def search(query: str, k: Annotated[int, typer.Option("-k", help="Number of passages.")] = 5,
            index: IndexOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Print the passages that best match QUERY."""
-    from rag.pipeline import build_query_embedder, open_retriever
+    from rag.answer.pipeline import open_retriever
+    from rag.embedding.factory import build_query_embedder
 
     settings = _settings(index)
     retriever = _open(settings, build_query_embedder(settings), open_retriever)
@@ -99,7 +100,7 @@ def search(query: str, k: Annotated[int, typer.Option("-k", help="Number of pass
 
 
 def _open(settings: Settings, embedder, opener):
-    from rag.index import IndexIncompatible, IndexNotFound
+    from rag.store.index import IndexIncompatible, IndexNotFound
 
     try:
         return opener(settings, embedder)
@@ -110,14 +111,14 @@ def _open(settings: Settings, embedder, opener):
 @app.command()
 def stats(index: IndexOpt = None) -> None:
     """Print the index manifest: documents, chunks, model, size, built at, stored sentence vectors."""
-    from rag.index import Index, IndexIncompatible, IndexNotFound
+    from rag.store.index import Index, IndexIncompatible, IndexNotFound
 
     settings = _settings(index)
     try:
         idx = Index.open(settings.index_dir)
     except (IndexNotFound, IndexIncompatible) as exc:
         _fail(str(exc))
-    from rag.sentence_vectors import SentenceVectors
+    from rag.store.sentence_vectors import SentenceVectors
 
     sentences = SentenceVectors.load(idx.generation)
     data = dict(idx.manifest.__dict__, index=str(settings.index_dir), size_bytes=idx.size_bytes(),
@@ -126,9 +127,10 @@ def stats(index: IndexOpt = None) -> None:
 
 
 def _answerer(settings: Settings):
-    from rag.generation import GeneratorUnavailable
-    from rag.index import IndexIncompatible, IndexNotFound
-    from rag.pipeline import build_answerer, build_query_embedder
+    from rag.answer.generation import GeneratorUnavailable
+    from rag.answer.pipeline import build_answerer
+    from rag.embedding.factory import build_query_embedder
+    from rag.store.index import IndexIncompatible, IndexNotFound
 
     embedder = build_query_embedder(settings)
     try:
@@ -153,7 +155,7 @@ def _print_answer(answer) -> None:
 def ask(question: str, index: IndexOpt = None, k: Annotated[int | None, typer.Option("-k")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the /api/answer object.")] = False) -> None:
     """Answer QUESTION from the indexed articles, with cited sources."""
-    from rag.generation import GeneratorUnavailable
+    from rag.answer.generation import GeneratorUnavailable
 
     if not question.strip():
         _fail("the question is empty")
@@ -171,7 +173,7 @@ def ask(question: str, index: IndexOpt = None, k: Annotated[int | None, typer.Op
 @app.command()
 def chat(index: IndexOpt = None) -> None:
     """A terminal conversation that keeps history (empty line or Ctrl-D to quit)."""
-    from rag.generation import GeneratorUnavailable
+    from rag.answer.generation import GeneratorUnavailable
     from rag.records import Turn
 
     answerer = _answerer(_settings(index))
@@ -206,7 +208,7 @@ def eval_(files: Annotated[list[Path] | None, typer.Argument(help="Question file
     """Score the eval question set: retrieval, answers, citations, abstention, latency."""
     from datetime import datetime
 
-    from rag import evaluation as ev
+    from rag.eval import evaluation as ev
 
     if compare:
         a, b = (json.loads(p.read_text(encoding="utf-8")) for p in compare)
@@ -260,9 +262,10 @@ def serve(index: IndexOpt = None, host: Annotated[str | None, typer.Option(help=
     """Serve the chat UI at / and the HTTP API; builds the default index first if it is missing."""
     import uvicorn
 
-    from rag.api import create_app
-    from rag.index import current_generation
-    from rag.pipeline import build_query_embedder, ingest_paths
+    from rag.embedding.factory import build_query_embedder
+    from rag.ingest.pipeline import ingest_paths
+    from rag.serve.app import create_app
+    from rag.store.index import current_generation
 
     settings = _settings(index)
     if current_generation(settings.index_dir) is None:
@@ -281,8 +284,8 @@ def serve(index: IndexOpt = None, host: Annotated[str | None, typer.Option(help=
 
 def _hint_sentence_vectors(settings: Settings, embedder) -> None:
     """Say when answers will embed sentences because the index has no vectors from this model."""
-    from rag.index import current_generation
-    from rag.sentence_vectors import SentenceVectors, fingerprint
+    from rag.store.index import current_generation
+    from rag.store.sentence_vectors import SentenceVectors, fingerprint
 
     generation = current_generation(settings.index_dir)
     stored = SentenceVectors.load(generation) if generation else None
@@ -299,9 +302,11 @@ def eval_beir(folder: Annotated[Path, typer.Argument(help="BEIR folder: corpus.j
               mode: Annotated[str | None, typer.Option(help="dense | bm25 | hybrid \\[default: setting].")] = None,
               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """nDCG@10, Recall@10/100 and MRR@10 on a BEIR-layout folder (builds or updates its index)."""
-    from rag import beir
-    from rag.index import current_generation
-    from rag.pipeline import build_query_embedder, ingest_paths, open_retriever
+    from rag.answer.pipeline import open_retriever
+    from rag.embedding.factory import build_query_embedder
+    from rag.eval import beir
+    from rag.ingest.pipeline import ingest_paths
+    from rag.store.index import current_generation
 
     for needed in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
         if not (folder / needed).is_file():

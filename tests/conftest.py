@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rag.chunking import Chunker
-from rag.embedding import SentenceTransformerEmbedder
+from rag.embedding.transformer import SentenceTransformerEmbedder
+from rag.ingest.chunking import Chunker
 from rag.settings import PROJECT_ROOT, Settings
 
 ARTICLES = PROJECT_ROOT / "data" / "articles"
@@ -39,7 +39,7 @@ def write_article(folder: Path, name: str, title: str, body: str) -> Path:
 @pytest.fixture(scope="session")
 def query_embedder():
     """What `rag serve` answers with: the int8 ONNX copy of the same model (default settings)."""
-    from rag.pipeline import build_query_embedder
+    from rag.embedding.factory import build_query_embedder
 
     return build_query_embedder(Settings())
 
@@ -47,7 +47,7 @@ def query_embedder():
 @pytest.fixture(scope="session")
 def bundled_index(tmp_path_factory, embedder, chunker, query_embedder) -> Path:
     """The bundled articles, indexed once per test session as `rag ingest` does (with sentence vectors)."""
-    from rag.ingest import ingest
+    from rag.ingest.pipeline import ingest
 
     root = tmp_path_factory.mktemp("bundled") / "index"
     ingest([ARTICLES], root, embedder, chunker, sentence_embedder=query_embedder)
@@ -61,7 +61,7 @@ def bundled_settings(bundled_index, tmp_path_factory) -> Settings:
 
 @pytest.fixture(scope="session")
 def answerer(bundled_settings, embedder):
-    from rag.pipeline import build_answerer
+    from rag.answer.pipeline import build_answerer
 
     return build_answerer(bundled_settings, embedder)
 
@@ -99,7 +99,7 @@ class LiveServer:
 
 @pytest.fixture(scope="session")
 def live_server(bundled_settings, query_embedder):
-    from rag.api import create_app
+    from rag.serve.app import create_app
 
     with LiveServer(create_app(bundled_settings, query_embedder)) as server:
         yield server

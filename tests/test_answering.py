@@ -6,10 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from rag.citations import CitationVerifier, parse_claims
-from rag.evidence import answer_type
-from rag.followup import rewrite_deterministic
-from rag.prompts import PromptLibrary, format_passage, pack_passages
+from rag.answer.citations import CitationVerifier, parse_claims
+from rag.answer.evidence import answer_type
+from rag.answer.followup import rewrite_deterministic
+from rag.answer.prompts import PromptLibrary, format_passage, pack_passages
 from rag.records import Passage, Turn
 from rag.settings import PROJECT_ROOT
 from rag.text import get_encoding

@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from rag.api import create_app
+from rag.serve.app import create_app
 from tests.conftest import ARTICLES, LiveServer
 
 QUESTION = "When did the CKFTA become law?"
@@ -134,7 +134,7 @@ class TestErrors:
         assert r.status_code == 413
 
     def test_no_index_is_503_with_retry_after_until_one_is_published(self, tmp_path, embedder, chunker, bundled_settings):
-        from rag.ingest import ingest
+        from rag.ingest.pipeline import ingest
 
         settings = bundled_settings.model_copy(update={"index_dir": tmp_path / "later"})
         with LiveServer(create_app(settings, embedder)) as server:

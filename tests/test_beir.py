@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from rag import beir
-from rag.index import Index
-from rag.ingest import ingest
-from rag.retrieval import IndexRetriever
+from rag.eval import beir
+from rag.ingest.pipeline import ingest
+from rag.retrieval.retriever import IndexRetriever
+from rag.store.index import Index
 
 
 class TestMetrics:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from rag.chunking import Chunker
+from rag.ingest.chunking import Chunker
 from rag.records import Document
 from rag.text import split_sentences
 

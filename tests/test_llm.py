@@ -15,8 +15,8 @@ import time
 import httpx
 import pytest
 
-from rag.generation import GeneratorUnavailable
-from rag.pipeline import build_answerer
+from rag.answer.generation import GeneratorUnavailable
+from rag.answer.pipeline import build_answerer
 from tests.test_answering import PROMPT_LEAKS, assert_no_prompt_text
 
 llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (pip install 'rag[llm]')")
@@ -31,7 +31,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def gguf():
-    from rag.generation.llamacpp import default_gguf
+    from rag.answer.generation.llamacpp import default_gguf
 
     try:
         return default_gguf()

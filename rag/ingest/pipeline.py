@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,11 +11,15 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from rag.chunking import Chunker
-from rag.docstore import DocStore
-from rag.documents import load_documents
-from rag.embedding import Embedder
-from rag.index import (
+from rag.embedding.factory import build_embedder, build_sentence_embedder
+from rag.embedding.model import Embedder
+from rag.ingest.chunking import Chunker
+from rag.ingest.documents import load_documents
+from rag.ingest.vectors import ProgressFn, build_sentence_vectors, embed_chunks
+from rag.records import Document, Skipped
+from rag.settings import Settings
+from rag.store.docstore import DocStore
+from rag.store.index import (
     BM25_DIR,
     DOCSTORE,
     FORMAT_VERSION,
@@ -31,14 +34,9 @@ from rag.index import (
     publish,
     staging_dir,
 )
-from rag.lexical import LexicalIndex
-from rag.records import Document, Skipped
-from rag.sentence_vectors import SentenceVectors, fingerprint
-from rag.sentence_vectors import build as build_sentence_vectors
+from rag.store.lexical import LexicalIndex
+from rag.store.sentence_vectors import SentenceVectors
 from rag.text import ENCODING_NAME
-
-EMBED_GROUP = 256  # texts per encode call: big enough to sort by length, small enough for progress
-ProgressFn = Callable[[str, int, int], None]  # (what: "chunks" | "sentences", done, total)
 
 
 @dataclass
@@ -93,19 +91,6 @@ def _previous(root: Path, embedder: Embedder, chunker: Chunker, rebuild: bool) -
     return index, ""
 
 
-def _embed(embedder: Embedder, texts: list[str], batch_size: int,
-           progress: ProgressFn | None, report: IngestReport) -> np.ndarray:
-    vectors = np.zeros((len(texts), embedder.dimension), dtype=np.float32)
-    for start in range(0, len(texts), EMBED_GROUP):
-        group = texts[start:start + EMBED_GROUP]
-        t0 = time.perf_counter()
-        vectors[start:start + len(group)] = embedder.encode(group, batch_size=batch_size)
-        report.embed_seconds += time.perf_counter() - t0
-        if progress:
-            progress("chunks", start + len(group), len(texts))
-    return vectors
-
-
 def ingest(paths: list[Path], root: Path, embedder: Embedder, chunker: Chunker, *, batch_size: int = 16,
            rebuild: bool = False, progress: ProgressFn | None = None,
            sentence_embedder: Embedder | None = None) -> IngestReport:
@@ -145,8 +130,7 @@ def _fill_sentence_vectors(live: Index, sentence_embedder: Embedder, report: Ing
     """An unchanged index without current sentence vectors (older build, other answer-time model) gets
     them in place: the file is only ever added whole (atomic rename), and readers treat it as optional.
     A server already running on this generation keeps embedding sentences until its next start."""
-    stored = SentenceVectors.load(live.generation)
-    if stored is None or stored.model != fingerprint(sentence_embedder):
+    if SentenceVectors.load_for(live.generation, sentence_embedder) is None:
         _sentence_pass(live.docstore.iter_chunk_texts(), sentence_embedder, None, live.generation, report, progress)
 
 
@@ -163,7 +147,8 @@ def _write_generation(root: Path, previous: Index | None, changed: list[Document
                       progress: ProgressFn | None, sentence_embedder: Embedder | None = None) -> None:
     pairs = [(c, doc.title) for doc in changed for c in chunker.chunk(doc)]
     chunks = [c for c, _ in pairs]
-    vectors = _embed(embedder, [chunker.embedding_text(c, title) for c, title in pairs], batch_size, progress, report)
+    vectors, report.embed_seconds = embed_chunks(embedder, [chunker.embedding_text(c, title) for c, title in pairs],
+                                                 batch_size, progress)
     staging = staging_dir(root)
     try:
         old_sentences = SentenceVectors.load(previous.generation) if previous and sentence_embedder else None
@@ -201,3 +186,19 @@ def _write_generation(root: Path, previous: Index | None, changed: list[Document
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
+
+
+def build_chunker(settings: Settings, embedder: Embedder) -> Chunker:
+    return Chunker(settings.chunk_tokens, settings.chunk_overlap, model_token_count=embedder.count_tokens,
+                   model_max_tokens=embedder.max_tokens, title_prefix=settings.embed_titles)
+
+
+def ingest_paths(settings: Settings, paths: list[Path], *, rebuild: bool = False,
+                 progress: ProgressFn | None = None, sentences: bool = True) -> IngestReport:
+    """Ingest as `rag ingest` does: chunks embedded by sentence-transformers; evidence sentences (when
+    ``settings.sentence_vectors``) by the answer-time model, which this also readies for `rag serve`."""
+    embedder = build_embedder(settings)
+    sentence_embedder = build_sentence_embedder(settings) if sentences else None
+    return ingest(paths, settings.index_dir, embedder, build_chunker(settings, embedder),
+                  batch_size=settings.embedding_batch_size, rebuild=rebuild, progress=progress,
+                  sentence_embedder=sentence_embedder if settings.sentence_vectors else None)

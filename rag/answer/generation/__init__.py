@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from rag.evidence import Evidence
+from rag.answer.evidence import Evidence
 from rag.records import Passage, Turn
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from rag.generation import AnswerContext
-from rag.prompts import PromptLibrary, format_passages
+from rag.answer.generation import AnswerContext
+from rag.answer.prompts import PromptLibrary, format_passages
 
 HISTORY_TURNS = 6
 

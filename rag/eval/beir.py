@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from rag.retrieval import IndexRetriever
+from rag.retrieval.retriever import IndexRetriever
 
 
 def load_queries(folder: Path) -> dict[str, str]:

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
-from rag.generation import AnswerContext, GeneratorUnavailable
-from rag.generation.chat import answer_messages
-from rag.prompts import PromptLibrary
+from rag.answer.generation import AnswerContext, GeneratorUnavailable
+from rag.answer.generation.chat import answer_messages
+from rag.answer.prompts import PromptLibrary
 
 
 def default_gguf() -> Path:

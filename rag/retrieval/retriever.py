@@ -8,10 +8,11 @@ from typing import Protocol
 
 import numpy as np
 
-from rag.embedding import Embedder, VectorCache
-from rag.index import Index
+from rag.embedding.cache import VectorCache
+from rag.embedding.model import Embedder
 from rag.records import Passage, StoredChunk
 from rag.settings import Settings
+from rag.store.index import Index
 from rag.text import split_sentences
 
 NEAR_DUPLICATE_COSINE = 0.97

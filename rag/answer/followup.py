@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from rag.generation import Generator, GeneratorUnavailable
-from rag.prompts import PromptLibrary
+from rag.answer.generation import Generator, GeneratorUnavailable
+from rag.answer.prompts import PromptLibrary
 from rag.records import Turn
 from rag.text import MARKER, entities, words
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from rag.citations import with_markers
-from rag.evidence import Sentence
-from rag.generation import AnswerContext
+from rag.answer.citations import with_markers
+from rag.answer.evidence import Sentence
+from rag.answer.generation import AnswerContext
 from rag.text import content_terms
 
 _BULLET = re.compile(r"^[\s•·\-*–—\d.)]+(?=\w)")

@@ -6,13 +6,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from rag.citations import CitationVerifier
-from rag.evidence import Evidence, EvidenceScorer
-from rag.followup import Condenser
-from rag.generation import AnswerContext, Generator
-from rag.prompts import pack_passages
+from rag.answer.citations import CitationVerifier
+from rag.answer.evidence import Evidence, EvidenceScorer
+from rag.answer.followup import Condenser
+from rag.answer.generation import AnswerContext, Generator
+from rag.answer.prompts import pack_passages
 from rag.records import Answer, Citation, Passage, Turn
-from rag.retrieval import Retriever
+from rag.retrieval.retriever import Retriever
 from rag.settings import Settings
 from rag.text import get_encoding
 

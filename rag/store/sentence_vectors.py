@@ -14,18 +14,14 @@ import hashlib
 import json
 import os
 import shutil
-import time
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from rag.embedding import Embedder
-from rag.text import sentence_heads
+from rag.embedding.model import Embedder
 
 DIR = "sentences"
-GROUP = 1024  # sentences per encode call, for progress reports
 
 
 def fingerprint(embedder: Embedder) -> str:
@@ -46,6 +42,10 @@ class SentenceVectors:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def made_by(self, embedder: Embedder) -> bool:
+        """Whether these vectors are ``embedder``'s own: the one test before any are reused or trusted."""
+        return self.model == fingerprint(embedder)
 
     def row(self, key: int) -> int | None:
         i = int(np.searchsorted(self.keys, np.uint64(key)))
@@ -79,34 +79,8 @@ class SentenceVectors:
         return cls(meta["model"], np.load(path / "keys.npy", mmap_mode="r"),
                    np.load(path / "vectors.npy", mmap_mode="r"))
 
-
-@dataclass
-class BuildStats:
-    embedded: int = 0
-    reused: int = 0
-    seconds: float = 0.0
-
-
-def build(chunk_texts: Iterable[str], embedder: Embedder, previous: SentenceVectors | None = None,
-          batch_size: int = 32, progress: Callable[[str, int, int], None] | None = None
-          ) -> tuple[SentenceVectors, BuildStats]:
-    """Vectors for every candidate sentence of ``chunk_texts``; those ``previous`` holds are reused."""
-    t0 = time.perf_counter()
-    by_key = {text_key(h): h for text in chunk_texts for h in sentence_heads(text)}
-    keys = np.asarray(sorted(by_key), dtype=np.uint64)
-    reuse = previous if previous is not None and previous.model == fingerprint(embedder) else None
-    vectors = np.zeros((len(keys), embedder.dimension), dtype=np.float16)
-    fresh = []
-    for i, key in enumerate(keys.tolist()):
-        old = reuse.row(key) if reuse is not None else None
-        if old is None:
-            fresh.append(i)
-        else:
-            vectors[i] = reuse.vectors[old]
-    for start in range(0, len(fresh), GROUP):
-        rows = fresh[start:start + GROUP]
-        vectors[rows] = embedder.encode([by_key[int(keys[i])] for i in rows], batch_size=batch_size)
-        if progress:
-            progress("sentences", start + len(rows), len(fresh))
-    stats = BuildStats(len(fresh), len(keys) - len(fresh), time.perf_counter() - t0)
-    return SentenceVectors(fingerprint(embedder), keys, vectors), stats
+    @classmethod
+    def load_for(cls, folder: Path, embedder: Embedder) -> SentenceVectors | None:
+        """The vectors stored in ``folder`` when ``embedder`` made them, else None."""
+        stored = cls.load(folder)
+        return stored if stored is not None and stored.made_by(embedder) else None

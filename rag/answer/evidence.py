@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rag.embedding import VectorCache
+from rag.embedding.cache import VectorCache
 from rag.records import Passage
 from rag.text import content_terms, entities, is_answer_like, numbers, sentence_head, split_sentences
 

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rag.answering import Answerer
+from rag.answer.answering import Answerer
 from rag.records import Answer, Turn
 from rag.text import MARKER
 

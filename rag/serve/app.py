@@ -23,19 +23,19 @@ from pydantic import ValidationError
 from sse_starlette.sse import EventSourceResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from rag.answering import Answerer
-from rag.api_models import (
+from rag.answer.answering import Answerer
+from rag.answer.generation import GeneratorUnavailable
+from rag.embedding.model import Embedder
+from rag.records import Answer, Turn
+from rag.serve.api_models import (
     MAX_QUESTION_CHARS,
     AnswerRequest,
     AnswerResponse,
     ChatCompletionMessage,
     ChatCompletionRequest,
 )
-from rag.embedding import Embedder
-from rag.generation import GeneratorUnavailable
-from rag.index import IndexIncompatible, IndexNotFound, current_generation
-from rag.records import Answer, Turn
 from rag.settings import Settings
+from rag.store.index import IndexIncompatible, IndexNotFound, current_generation
 from rag.text import split_sentences
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -88,7 +88,7 @@ class ServiceState:
             return self.answerer
         with self._lock:
             if self.answerer is None or self.answerer.retriever.index.generation != live:
-                from rag.pipeline import build_answerer
+                from rag.answer.pipeline import build_answerer
 
                 try:
                     self.answerer = build_answerer(self.settings, self.embedder)
@@ -224,7 +224,7 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if state.embedder is None:
-            from rag.pipeline import build_query_embedder
+            from rag.embedding.factory import build_query_embedder
 
             state.embedder = await asyncio.to_thread(build_query_embedder, settings)
         await asyncio.to_thread(state.refresh)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rag.embedding import Embedder
+from rag.embedding.model import Embedder
 from rag.records import Citation, Passage
 from rag.text import MARKER, content_terms, numbers, split_sentences, term_coverage, words
 

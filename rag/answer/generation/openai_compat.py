@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import httpx
 
-from rag.generation import AnswerContext, GeneratorUnavailable
-from rag.generation.chat import answer_messages
-from rag.prompts import PromptLibrary
+from rag.answer.generation import AnswerContext, GeneratorUnavailable
+from rag.answer.generation.chat import answer_messages
+from rag.answer.prompts import PromptLibrary
 
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 

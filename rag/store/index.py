@@ -26,8 +26,8 @@ from typing import Any
 import faiss
 import numpy as np
 
-from rag.docstore import DocStore
-from rag.lexical import LexicalIndex
+from rag.store.docstore import DocStore
+from rag.store.lexical import LexicalIndex
 
 FORMAT_VERSION = 1
 CURRENT = "CURRENT"

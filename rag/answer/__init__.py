@@ -1,0 +1,1 @@
+"""Question (+ history) -> grounded answer: follow-ups, evidence, generation, citation checks."""

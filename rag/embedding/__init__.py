@@ -1,0 +1,1 @@
+"""Embedding models from installed packages: the ingest model (torch), its ONNX copy for answers, a cache."""

@@ -1,0 +1,1 @@
+"""Evaluation: `rag eval` on question sets with gold evidence, `rag eval-beir` on BEIR folders."""

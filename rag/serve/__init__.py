@@ -1,0 +1,1 @@
+"""The HTTP API and chat UI (FastAPI): ``rag.serve.app.create_app``; `rag serve` runs it."""
