@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,16 @@ class StoredChunk:
     id: int
     chunk: Chunk
     title: str
+
+
+class Hit(NamedTuple):
+    """One search result from the store: a chunk's vector id and its score (cosine or BM25)."""
+
+    id: int
+    score: float
+
+
+Ranked = list[Hit]  # best first
 
 
 @dataclass(frozen=True)

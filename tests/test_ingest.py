@@ -10,7 +10,7 @@ import pytest
 from rag.ingest.pipeline import ingest
 from rag.retrieval.retriever import IndexRetriever
 from rag.settings import Settings
-from rag.store import index as index_module
+from rag.store import writer
 from rag.store.index import FORMAT_VERSION, Index, IndexIncompatible, IndexNotFound, current_generation
 from tests.conftest import write_article
 
@@ -58,7 +58,7 @@ class TestIngest:
         passages = retriever.search("railway to Thailand", k=4)
         assert passages
         for p in passages:
-            doc = retriever.index.docstore.document(p.doc_id)
+            doc = retriever.index.document(p.doc_id)
             assert doc.text[p.start:p.end] == p.text and p.title == doc.title
 
     def test_paraphrased_query_finds_the_planted_sentence(self, tmp_path, settings, embedder, chunker):
@@ -133,10 +133,10 @@ class TestPublishing:
         def boom(*args, **kwargs):
             raise OSError("disk full (injected)")
 
-        targets = {"faiss_write": ("rag.ingest.pipeline.faiss.write_index", boom),
-                   "bm25_save": ("rag.ingest.pipeline.LexicalIndex.save", boom),
-                   "manifest": ("rag.ingest.pipeline.Manifest.write", boom),
-                   "current_swap": ("rag.store.index.swap_current", boom)}
+        targets = {"faiss_write": ("rag.store.vectors.faiss.write_index", boom),
+                   "bm25_save": ("rag.store.lexical.LexicalIndex.save", boom),
+                   "manifest": ("rag.store.index.Manifest.write", boom),
+                   "current_swap": ("rag.store.writer.swap_current", boom)}
         target, fn = targets[failing]
         monkeypatch.setattr(target, fn)
         with pytest.raises(OSError, match="injected"):
@@ -176,7 +176,7 @@ class TestPublishing:
         assert len(list(settings.index_dir.glob("gen-*"))) == 2
 
     def test_second_concurrent_ingest_is_refused(self, tmp_path, settings, embedder, chunker):
-        with index_module.ingest_lock(settings.index_dir):
+        with writer.ingest_lock(settings.index_dir):
             with pytest.raises(RuntimeError, match="another ingest"):
                 _run(_corpus(tmp_path / "docs"), settings, embedder, chunker)
 

@@ -49,7 +49,7 @@ def build_answerer(settings: Settings, embedder: Embedder, retriever: IndexRetri
     retriever = retriever or open_retriever(settings, embedder)
     cache = retriever.cache
     writer = None if isinstance(generator, ExtractiveGenerator) else generator
-    scorer = EvidenceScorer(cache, idf=retriever.index.lexical.idf, embed_top=settings.evidence_embed_top)
+    scorer = EvidenceScorer(cache, idf=retriever.index.idf, embed_top=settings.evidence_embed_top)
     verifier = CitationVerifier(embedder, settings.support_threshold, settings.support_min_coverage,
                                 vectors=cache.vectors)
     return Answerer(retriever, generator, settings, Condenser(prompts, writer), verifier, scorer)

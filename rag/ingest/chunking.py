@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 
 from rag.records import Chunk, Document
-from rag.text import Span, get_encoding, split_sentences, strip_span
+from rag.text import ENCODING_NAME, Span, get_encoding, split_sentences, strip_span
 
 
 class Chunker:
@@ -38,6 +38,11 @@ class Chunker:
         self.model_token_count = model_token_count
         self.model_max_tokens = model_max_tokens
         self.encoding = get_encoding()
+
+    def config(self) -> dict:
+        """What the index's manifest records: another config means every chunk must be redone."""
+        return {"encoding": ENCODING_NAME, "max_tokens": self.max_tokens, "overlap_tokens": self.overlap_tokens,
+                "model_max_tokens": self.model_max_tokens, "title_prefix": self.title_prefix}
 
     def count(self, text: str) -> int:
         return len(self.encoding.encode_ordinary(text))

@@ -113,9 +113,9 @@ class IndexRetriever:
         s = self.settings
         n = max(s.candidates, k)
         dense = self.index.dense_search(qvec, n) if s.retrieval_mode != "bm25" else []
-        lexical = self.index.lexical.search(query, n) if s.retrieval_mode != "dense" else []
+        lexical = self.index.lexical_search(query, n) if s.retrieval_mode != "dense" else []
         candidates = self._candidates(dense, lexical, qvec)
-        chunks = self.index.docstore.chunks_by_ids([c.id for c in candidates[: max(4 * k, 20)]])
+        chunks = self.index.chunks([c.id for c in candidates[: max(4 * k, 20)]])
         if s.rescore_top:
             candidates = self._rescore_by_sentence(candidates, chunks, qvec)
         selected = self._select(candidates, k, chunks)
@@ -128,7 +128,7 @@ class IndexRetriever:
         ids = list(dict.fromkeys([i for i, _ in dense] + [i for i, _ in lexical]))
         if not ids:
             return []
-        vectors = self.index.vectors.reconstruct_batch(np.asarray(ids, dtype=np.int64))
+        vectors = self.index.vectors_of(ids)
         cosines = vectors @ qvec
         s = self.settings
         key = s.retrieval_mode if s.retrieval_mode != "hybrid" else f"hybrid:{s.fusion}"

@@ -7,6 +7,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from rag.records import Chunk, Document, StoredChunk
 
@@ -21,6 +22,14 @@ CREATE TABLE IF NOT EXISTS chunks (
     text TEXT NOT NULL, n_tokens INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
 """
+
+
+class ChunkText(NamedTuple):
+    """What BM25 and the sentence pass read of a chunk."""
+
+    id: int
+    title: str
+    text: str
 
 
 class DocStore:
@@ -88,10 +97,11 @@ class DocStore:
             f"FROM chunks c JOIN documents d USING (doc_id) WHERE c.id IN ({marks})", tuple(ids))
         return {r[0]: StoredChunk(r[0], Chunk(*r[1:8]), r[8]) for r in rows}
 
-    def iter_chunk_texts(self) -> Iterator[tuple[int, str, str]]:
+    def iter_chunk_texts(self) -> Iterator[ChunkText]:
         """(id, title, text) of every chunk in id order, for building the lexical index."""
-        yield from self._rows(
-            "SELECT c.id, d.title, c.text FROM chunks c JOIN documents d USING (doc_id) ORDER BY c.id")
+        for row in self._rows(
+                "SELECT c.id, d.title, c.text FROM chunks c JOIN documents d USING (doc_id) ORDER BY c.id"):
+            yield ChunkText(*row)
 
     def document(self, doc_id: str) -> Document | None:
         rows = self._rows("SELECT doc_id, title, text, source, published, metadata FROM documents "

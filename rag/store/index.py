@@ -1,33 +1,33 @@
-"""The on-disk index: FAISS vectors + SQLite docstore + BM25 + manifest, published atomically.
+"""The on-disk index, read side: FAISS vectors + SQLite docstore + BM25 + manifest of one generation.
 
 Layout of an index folder::
 
     index/default/
         CURRENT            name of the live generation, replaced with os.replace (atomic)
-        gen-000007/        manifest.json, vectors.faiss, docstore.sqlite, bm25/
+        gen-000007/        manifest.json, vectors.faiss, docstore.sqlite, bm25/, sentences/
         .staging-*/        a generation being written (removed if an ingest died)
 
 A reader resolves CURRENT once and opens that generation, so it never sees half an index; a
 crash at any point of an ingest leaves CURRENT pointing at the previous complete generation.
+The write side (staging, publishing) is ``rag.store.writer``.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 
-from rag.store.docstore import DocStore
+from rag.errors import UserError
+from rag.records import Document, Ranked, StoredChunk
+from rag.store.docstore import ChunkText, DocStore
 from rag.store.lexical import LexicalIndex
+from rag.store.vectors import VectorIndex
 
 FORMAT_VERSION = 1
 CURRENT = "CURRENT"
@@ -37,11 +37,11 @@ DOCSTORE = "docstore.sqlite"
 BM25_DIR = "bm25"
 
 
-class IndexNotFound(FileNotFoundError):
+class IndexNotFound(UserError, FileNotFoundError):
     """No published index at the path."""
 
 
-class IndexIncompatible(RuntimeError):
+class IndexIncompatible(UserError, RuntimeError):
     """The index was built with another model, dimension or format version."""
 
 
@@ -69,25 +69,19 @@ class Manifest:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
     def write(self, folder: Path) -> None:
-        _write_durably(folder / MANIFEST, json.dumps(self.__dict__, indent=2).encode("utf-8"))
+        write_durably(folder / MANIFEST, json.dumps(self.__dict__, indent=2).encode("utf-8"))
 
 
-def _write_durably(path: Path, data: bytes) -> None:
+def write_durably(path: Path, data: bytes) -> None:
+    """Write and fsync, so a rename that publishes the file never exposes an empty one after a crash."""
     with open(path, "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def current_generation(root: Path) -> Path | None:
+    """The live generation folder under ``root``, or None when nothing is published."""
     pointer = root / CURRENT
     if not pointer.is_file():
         return None
@@ -96,15 +90,15 @@ def current_generation(root: Path) -> Path | None:
 
 
 class Index:
-    """A loaded generation: vectors, docstore, BM25 and manifest, read-only."""
+    """A loaded generation, read-only: what retrieval searches and what readers of documents ask."""
 
-    def __init__(self, root: Path, generation: Path, manifest: Manifest, vectors: faiss.Index,
+    def __init__(self, root: Path, generation: Path, manifest: Manifest, vectors: VectorIndex,
                  docstore: DocStore, lexical: LexicalIndex):
         self.root, self.generation, self.manifest = root, generation, manifest
         self.vectors, self.docstore, self.lexical = vectors, docstore, lexical
 
     @classmethod
-    def open(cls, root: Path, model: str | None = None, readonly: bool = True) -> Index:
+    def open(cls, root: Path, model: str | None = None) -> Index:
         """Open the live generation under ``root``.
 
         Args:
@@ -121,13 +115,10 @@ class Index:
             raise IndexIncompatible(
                 f"index at {root} was built with embedding model {manifest.model!r}, but {model!r} is "
                 f"configured: re-ingest (rag ingest ... --index {root} --rebuild) or configure that model")
-        # One query vector is searched faster on one thread, and FAISS's OpenMP pool spinning beside
-        # torch's doubled query latency (22 → 12 ms p50 on SciFact, bench in README).
-        faiss.omp_set_num_threads(1)
-        vectors = faiss.read_index(str(gen / VECTORS))
-        if vectors.d != manifest.dimension:
+        vectors = VectorIndex.load(gen / VECTORS)
+        if vectors.dimension != manifest.dimension:
             raise IndexIncompatible(f"index at {root} is damaged (vector dimension); re-ingest it")
-        return cls(root, gen, manifest, vectors, DocStore(gen / DOCSTORE, readonly=readonly),
+        return cls(root, gen, manifest, vectors, DocStore(gen / DOCSTORE, readonly=True),
                    LexicalIndex.load(gen / BM25_DIR))
 
     def close(self) -> None:
@@ -136,71 +127,40 @@ class Index:
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.generation.rglob("*") if p.is_file())
 
-    def dense_search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
+    # ---- retrieval ------------------------------------------------------------------------
+    def dense_search(self, query: np.ndarray, k: int) -> Ranked:
         """Top-k (chunk id, cosine) pairs, best first."""
-        if self.vectors.ntotal == 0:
-            return []
-        faiss.omp_set_num_threads(1)  # per thread in OpenMP: a server's worker threads would otherwise use every core
-        scores, ids = self.vectors.search(query.reshape(1, -1), min(k, self.vectors.ntotal))
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        return self.vectors.search(query, k)
 
+    def lexical_search(self, query: str, k: int) -> Ranked:
+        """Top-k (chunk id, BM25 score) pairs with a positive score, best first."""
+        return self.lexical.search(query, k)
 
-def new_vector_index(dimension: int) -> faiss.Index:
-    """Exact inner-product search (cosine on normalised vectors) with our own int64 ids."""
-    return faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
+    def vectors_of(self, ids: list[int]) -> np.ndarray:
+        return self.vectors.vectors(ids)
 
+    def chunks(self, ids: list[int]) -> dict[int, StoredChunk]:
+        return self.docstore.chunks_by_ids(ids)
 
-@contextmanager
-def ingest_lock(root: Path) -> Iterator[None]:
-    """One writer per index folder; a second ingest fails fast instead of racing."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise RuntimeError(f"another ingest is writing {root}; wait for it to finish") from exc
-        yield
+    def idf(self, stem: str) -> float:
+        """BM25's idf of a stemmed term over the chunks (evidence scoring weighs question terms by it)."""
+        return self.lexical.idf(stem)
 
+    # ---- documents ------------------------------------------------------------------------
+    def document(self, doc_id: str) -> Document | None:
+        return self.docstore.document(doc_id)
 
-def staging_dir(root: Path) -> Path:
-    """A fresh folder to write a generation into; leftovers of crashed ingests are removed."""
-    for old in root.glob(".staging-*"):
-        shutil.rmtree(old, ignore_errors=True)
-    path = root / f".staging-{os.getpid()}"
-    path.mkdir(parents=True)
-    return path
+    def documents(self, offset: int = 0, limit: int = 100) -> list[dict]:
+        return self.docstore.documents(offset, limit)
 
+    def counts(self) -> tuple[int, int]:
+        """(documents, chunks)."""
+        return self.docstore.counts()
 
-def next_generation_name(root: Path) -> str:
-    numbers = [int(p.name.split("-")[1]) for p in root.glob("gen-*") if p.name.split("-")[1].isdigit()]
-    return f"gen-{max(numbers, default=0) + 1:06d}"
+    def hashes(self) -> dict[str, str]:
+        """Content hash of every document, by doc_id (what an incremental ingest diffs against)."""
+        return self.docstore.hashes()
 
-
-def swap_current(root: Path, name: str) -> None:
-    """Point CURRENT at generation ``name`` in one atomic rename."""
-    tmp = root / f"{CURRENT}.tmp"
-    _write_durably(tmp, name.encode("utf-8"))
-    os.replace(tmp, root / CURRENT)
-    _fsync_dir(root)
-
-
-def publish(root: Path, staging: Path, name: str, keep: int = 2) -> Path:
-    """Make ``staging`` the live generation ``name``: fsync, rename, swap CURRENT atomically."""
-    for path in staging.rglob("*"):
-        if path.is_file():
-            with open(path, "rb+") as fh:
-                os.fsync(fh.fileno())
-    _fsync_dir(staging)
-    final = root / name
-    os.replace(staging, final)
-    try:
-        swap_current(root, name)
-    except BaseException:
-        shutil.rmtree(final, ignore_errors=True)
-        raise
-    # Keep the previous generation too: a server that opened it before the swap keeps reading it.
-    generations = sorted(p for p in root.glob("gen-*") if p.is_dir())
-    for old in generations[:-keep]:
-        if old != final:
-            shutil.rmtree(old, ignore_errors=True)
-    return final
+    def chunk_texts(self) -> Iterator[ChunkText]:
+        """(id, title, text) of every chunk in id order."""
+        return self.docstore.iter_chunk_texts()

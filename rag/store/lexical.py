@@ -10,6 +10,8 @@ import numpy as np
 import Stemmer
 from bm25s.tokenization import Tokenizer
 
+from rag.records import Hit, Ranked
+
 
 def _tokenizer() -> Tokenizer:
     return Tokenizer(stemmer=Stemmer.Stemmer("english"), stopwords="en")
@@ -57,7 +59,7 @@ class LexicalIndex:
         tokenizer.load_vocab(str(folder))
         return cls(bm25s.BM25.load(str(folder), mmap=False), tokenizer, np.load(folder / "ids.npy"))
 
-    def search(self, query: str, k: int) -> list[tuple[int, float]]:
+    def search(self, query: str, k: int) -> Ranked:
         """Top-k (chunk id, BM25 score) pairs with a positive score, best first."""
         if len(self.ids) == 0:
             return []
@@ -68,4 +70,4 @@ class LexicalIndex:
         k = min(k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
-        return [(int(self.ids[i]), float(scores[i])) for i in top if scores[i] > 0]
+        return [Hit(int(self.ids[i]), float(scores[i])) for i in top if scores[i] > 0]

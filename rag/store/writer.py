@@ -1,0 +1,153 @@
+"""The on-disk index, write side: a new generation is written beside the live one, then published.
+
+``write_generation`` carries an incremental update from the previous generation (docstore copy,
+FAISS clone) to a staging folder, adds and removes chunks, rebuilds BM25, writes the manifest last
+and publishes with one atomic rename of ``CURRENT``. On any error the staging folder is removed and
+the previous generation stays live.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rag.errors import UserError
+from rag.records import Chunk, Document
+from rag.store.docstore import ChunkText, DocStore
+from rag.store.index import BM25_DIR, CURRENT, DOCSTORE, FORMAT_VERSION, VECTORS, Index, Manifest, write_durably
+from rag.store.lexical import LexicalIndex
+from rag.store.vectors import VectorIndex
+
+ExtraPass = Callable[[Path, list[ChunkText]], None]  # (staging folder, every chunk's text) → more files
+
+
+class IndexLocked(UserError, RuntimeError):
+    """Another ingest is writing the same index folder."""
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a published generation holds."""
+
+    generation: Path
+    documents: int
+    chunks: int
+    chunks_removed: int
+
+
+@contextmanager
+def ingest_lock(root: Path) -> Iterator[None]:
+    """One writer per index folder; a second ingest fails fast instead of racing."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise IndexLocked(f"another ingest is writing {root}; wait for it to finish") from exc
+        yield
+
+
+def write_generation(root: Path, previous: Index | None, *, removed: list[str], documents: list[Document],
+                     chunks: list[Chunk], vectors: np.ndarray, model: str, dimension: int,
+                     chunker: dict[str, Any], extra: ExtraPass | None = None) -> Written:
+    """Publish a generation: ``previous`` without the chunks of ``removed`` doc_ids, plus ``documents``.
+
+    Args:
+        previous: the live generation to update (closed here), or None to build from scratch.
+        removed: doc_ids whose chunks go (documents that changed or disappeared).
+        documents, chunks, vectors: what is new; ``vectors[i]`` embeds ``chunks[i]``.
+        model, dimension, chunker: recorded in the manifest (a reader checks them).
+        extra: writes more files into the staging folder before publishing (the sentence vectors).
+    """
+    staging = staging_dir(root)
+    try:
+        if previous:
+            shutil.copy2(previous.generation / DOCSTORE, staging / DOCSTORE)
+            index = previous.vectors.clone()
+            first_id = previous.manifest.next_id
+            stale_ids = previous.docstore.chunk_ids_of(removed)
+            previous.close()
+        else:
+            index, first_id, stale_ids = VectorIndex.new(dimension), 0, []
+        ids = np.arange(first_id, first_id + len(chunks), dtype=np.int64)
+        store = DocStore(staging / DOCSTORE)
+        store.apply(removed, documents, list(zip(ids.tolist(), chunks)))
+        index.remove(stale_ids)
+        index.add(ids, vectors)
+        index.save(staging / VECTORS)
+        rows = list(store.iter_chunk_texts())
+        LexicalIndex.build([r.id for r in rows], [f"{r.title}\n{r.text}" for r in rows]).save(staging / BM25_DIR)
+        if extra is not None:
+            extra(staging, rows)
+        n_documents, n_chunks = store.counts()
+        store.close()
+        name = next_generation_name(root)
+        Manifest(format_version=FORMAT_VERSION, model=model, dimension=dimension, chunker=chunker,
+                 documents=n_documents, chunks=n_chunks, next_id=int(first_id + len(chunks)),
+                 built_at=datetime.now(UTC).isoformat(timespec="seconds"), generation=name).write(staging)
+        final = publish(root, staging, name)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Written(final, n_documents, n_chunks, len(stale_ids))
+
+
+def staging_dir(root: Path) -> Path:
+    """A fresh folder to write a generation into; leftovers of crashed ingests are removed."""
+    for old in root.glob(".staging-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    path = root / f".staging-{os.getpid()}"
+    path.mkdir(parents=True)
+    return path
+
+
+def next_generation_name(root: Path) -> str:
+    numbers = [int(p.name.split("-")[1]) for p in root.glob("gen-*") if p.name.split("-")[1].isdigit()]
+    return f"gen-{max(numbers, default=0) + 1:06d}"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def swap_current(root: Path, name: str) -> None:
+    """Point CURRENT at generation ``name`` in one atomic rename."""
+    tmp = root / f"{CURRENT}.tmp"
+    write_durably(tmp, name.encode("utf-8"))
+    os.replace(tmp, root / CURRENT)
+    _fsync_dir(root)
+
+
+def publish(root: Path, staging: Path, name: str, keep: int = 2) -> Path:
+    """Make ``staging`` the live generation ``name``: fsync, rename, swap CURRENT atomically."""
+    for path in staging.rglob("*"):
+        if path.is_file():
+            with open(path, "rb+") as fh:
+                os.fsync(fh.fileno())
+    _fsync_dir(staging)
+    final = root / name
+    os.replace(staging, final)
+    try:
+        swap_current(root, name)
+    except BaseException:
+        shutil.rmtree(final, ignore_errors=True)
+        raise
+    # Keep the previous generation too: a server that opened it before the swap keeps reading it.
+    generations = sorted(p for p in root.glob("gen-*") if p.is_dir())
+    for old in generations[:-keep]:
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
