@@ -14,9 +14,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from rag.answer.pipeline import build_retriever  # noqa: E402
 from rag.embedding.factory import build_embedder  # noqa: E402
 from rag.eval import beir  # noqa: E402
-from rag.retrieval.retriever import IndexRetriever  # noqa: E402
 from rag.settings import Settings  # noqa: E402
 from rag.store.index import Index  # noqa: E402
 
@@ -33,7 +33,7 @@ def main() -> None:
     queries, qrels = beir.load_queries(DATA), beir.load_qrels(DATA, "train")
     results = []
     for overrides in GRID:
-        retriever = IndexRetriever(index, embedder, base.model_copy(update=overrides))
+        retriever = build_retriever(index, embedder, base.model_copy(update=overrides))
         m = beir.evaluate(retriever, queries, qrels)
         results.append((m["ndcg@10"], overrides, m))
         print(f"{m['ndcg@10']:.4f}  recall@10 {m['recall@10']:.4f}  {overrides}", flush=True)

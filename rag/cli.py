@@ -1,15 +1,22 @@
-"""The `rag` command (DESIGN.md "CLI contract")."""
+"""The `rag` command (README "Using it"): ingest, search, ask, chat, serve, eval, eval-beir, stats.
+
+Heavy parts (torch, FAISS, FastAPI) are imported inside the commands that need them, so `rag --help`
+stays fast. Every command fails the same way: a ``UserError`` becomes ``error: <message>``, exit 1.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from rag.errors import UserError
 from rag.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -21,8 +28,22 @@ IndexOpt = Annotated[Path | None, typer.Option("--index", help="Index folder \\[
 
 
 def _fail(message: str, code: int = 1) -> None:
+    """The one way a command fails: ``error: <message>`` on stderr and a non-zero exit."""
     err.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
+
+
+def command(name: str | None = None) -> Callable[[Callable], Callable]:
+    """``app.command`` whose errors a user can fix (``UserError``) end in ``_fail``, not a traceback."""
+    def register(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except UserError as exc:
+                _fail(str(exc))
+        return app.command(name)(run)
+    return register
 
 
 def _settings(index: Path | None = None) -> Settings:
@@ -57,7 +78,7 @@ def _progress_printer():
     return plain
 
 
-@app.command()
+@command()
 def ingest(paths: Annotated[list[Path] | None, typer.Argument(help="Files and folders \\[default: data/articles].")] = None,
            index: IndexOpt = None,
            rebuild: Annotated[bool, typer.Option(help="Ignore the existing index and build from scratch.")] = False) -> None:
@@ -69,16 +90,13 @@ def ingest(paths: Annotated[list[Path] | None, typer.Argument(help="Files and fo
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         _fail(f"no such file or folder: {', '.join(missing)}")
-    try:
-        report = ingest_paths(settings, paths, rebuild=rebuild, progress=_progress_printer())
-    except RuntimeError as exc:
-        _fail(str(exc))
+    report = ingest_paths(settings, paths, rebuild=rebuild, progress=_progress_printer())
     for skipped in report.skipped:
         err.print(f"[yellow]skipped[/] {skipped.path}: {skipped.reason}", highlight=False)
     out.print(report.summary(), highlight=False)
 
 
-@app.command()
+@command()
 def search(query: str, k: Annotated[int, typer.Option("-k", help="Number of passages.")] = 5,
            index: IndexOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Print the passages that best match QUERY."""
@@ -86,8 +104,7 @@ def search(query: str, k: Annotated[int, typer.Option("-k", help="Number of pass
     from rag.embedding.factory import build_query_embedder
 
     settings = _settings(index)
-    retriever = _open(settings, build_query_embedder(settings), open_retriever)
-    passages = retriever.search(query, k)
+    passages = open_retriever(settings, build_query_embedder(settings)).search(query, k)
     if as_json:
         print(json.dumps({"passages": [p.to_dict() for p in passages]}, ensure_ascii=False, indent=2))
         return
@@ -99,26 +116,14 @@ def search(query: str, k: Annotated[int, typer.Option("-k", help="Number of pass
         out.print(f"   {snippet}", highlight=False, markup=False)
 
 
-def _open(settings: Settings, embedder, opener):
-    from rag.store.index import IndexIncompatible, IndexNotFound
-
-    try:
-        return opener(settings, embedder)
-    except (IndexNotFound, IndexIncompatible) as exc:
-        _fail(str(exc))
-
-
-@app.command()
+@command()
 def stats(index: IndexOpt = None) -> None:
     """Print the index manifest: documents, chunks, model, size, built at, stored sentence vectors."""
-    from rag.store.index import Index, IndexIncompatible, IndexNotFound
+    from rag.store.index import Index
+    from rag.store.sentence_vectors import SentenceVectors
 
     settings = _settings(index)
-    try:
-        idx = Index.open(settings.index_dir)
-    except (IndexNotFound, IndexIncompatible) as exc:
-        _fail(str(exc))
-    from rag.store.sentence_vectors import SentenceVectors
+    idx = Index.open(settings.index_dir)
 
     sentences = SentenceVectors.load(idx.generation)
     data = dict(idx.manifest.__dict__, index=str(settings.index_dir), size_bytes=idx.size_bytes(),
@@ -126,17 +131,11 @@ def stats(index: IndexOpt = None) -> None:
     print(json.dumps(data, indent=2))
 
 
-def _answerer(settings: Settings):
-    from rag.answer.generation import GeneratorUnavailable
-    from rag.answer.pipeline import build_answerer
+def _pipeline(settings: Settings):
+    from rag.answer.pipeline import open_pipeline
     from rag.embedding.factory import build_query_embedder
-    from rag.store.index import IndexIncompatible, IndexNotFound
 
-    embedder = build_query_embedder(settings)
-    try:
-        return build_answerer(settings, embedder)
-    except (IndexNotFound, IndexIncompatible, GeneratorUnavailable) as exc:
-        _fail(str(exc))
+    return open_pipeline(settings, build_query_embedder(settings))
 
 
 def _print_answer(answer) -> None:
@@ -151,32 +150,26 @@ def _print_answer(answer) -> None:
         out.print(f"      “{quote}”", highlight=False, markup=False)
 
 
-@app.command()
+@command()
 def ask(question: str, index: IndexOpt = None, k: Annotated[int | None, typer.Option("-k")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the /api/answer object.")] = False) -> None:
     """Answer QUESTION from the indexed articles, with cited sources."""
-    from rag.answer.generation import GeneratorUnavailable
-
     if not question.strip():
         _fail("the question is empty")
-    answerer = _answerer(_settings(index))
-    try:
-        answer = answerer.answer(question, top_k=k)
-    except GeneratorUnavailable as exc:
-        _fail(str(exc))
+    answer = _pipeline(_settings(index)).answerer.answer(question, top_k=k)
     if as_json:
         print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
     else:
         _print_answer(answer)
 
 
-@app.command()
+@command()
 def chat(index: IndexOpt = None) -> None:
     """A terminal conversation that keeps history (empty line or Ctrl-D to quit)."""
     from rag.answer.generation import GeneratorUnavailable
     from rag.records import Turn
 
-    answerer = _answerer(_settings(index))
+    answerer = _pipeline(_settings(index)).answerer
     history: list[Turn] = []
     out.print("[dim]Ask about the articles. Follow-up questions use the conversation. Empty line quits.[/]")
     while True:
@@ -188,7 +181,7 @@ def chat(index: IndexOpt = None) -> None:
             break
         try:
             answer = answerer.answer(question, history)
-        except GeneratorUnavailable as exc:
+        except GeneratorUnavailable as exc:  # the conversation goes on; the next turn may reach the server
             err.print(f"[red]{exc}[/]", highlight=False)
             continue
         if answer.standalone_question != question:
@@ -197,7 +190,7 @@ def chat(index: IndexOpt = None) -> None:
         history += [Turn("user", question), Turn("assistant", answer.answer)]
 
 
-@app.command("eval")
+@command("eval")
 def eval_(files: Annotated[list[Path] | None, typer.Argument(help="Question files \\[default: eval/*.jsonl].")] = None,
           index: IndexOpt = None,
           report: Annotated[Path | None, typer.Option("--report", help="Report folder \\[default: eval/reports].")] = None,
@@ -222,15 +215,16 @@ def eval_(files: Annotated[list[Path] | None, typer.Argument(help="Question file
         cases = ev.load_cases(files)
     except (OSError, ValueError, KeyError) as exc:
         _fail(f"cannot read the question set: {exc}")
-    answerer = _answerer(settings)
-    rows = ev.Evaluator(answerer).run(cases)
+    pipeline = _pipeline(settings)
+    rows = ev.Evaluator(pipeline.answerer, pipeline.retriever, pipeline.index).run(cases)
     if calibrate_:
         best, sweep = ev.calibrate(rows)
         print(f"{'threshold':>9} {'accuracy':>9} {'abst.recall':>11} {'false abst.':>11}")
         for t, acc, rec, false in sweep:
             print(f"{t:>9} {acc:>9} {rec:>11} {false:>11}{'  <- best' if t == best else ''}")
         return
-    data = ev.build_report(rows, answerer, files)
+    generator = pipeline.answerer.generator.name
+    data = ev.build_report(rows, pipeline.index, generator, settings, files)
     folder = report or settings.eval_reports_dir
     folder.mkdir(parents=True, exist_ok=True)
     stem = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -239,7 +233,7 @@ def eval_(files: Annotated[list[Path] | None, typer.Argument(help="Question file
     (folder / f"{stem}.md").write_text(ev.markdown_report(data, plot_name), encoding="utf-8")
     from rich.table import Table
 
-    table = Table(title=f"rag eval: {len(rows)} questions, generator {answerer.generator.name}")
+    table = Table(title=f"rag eval: {len(rows)} questions, generator {generator}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in data["metrics"].items():
@@ -256,7 +250,7 @@ def eval_(files: Annotated[list[Path] | None, typer.Argument(help="Question file
         out.print(f"all {len(thresholds)} thresholds met")
 
 
-@app.command()
+@command()
 def serve(index: IndexOpt = None, host: Annotated[str | None, typer.Option(help="\\[default: 127.0.0.1]")] = None,
           port: Annotated[int | None, typer.Option(help="\\[default: 8000]")] = None) -> None:
     """Serve the chat UI at / and the HTTP API; builds the default index first if it is missing."""
@@ -285,17 +279,16 @@ def serve(index: IndexOpt = None, host: Annotated[str | None, typer.Option(help=
 def _hint_sentence_vectors(settings: Settings, embedder) -> None:
     """Say when answers will embed sentences because the index has no vectors from this model."""
     from rag.store.index import current_generation
-    from rag.store.sentence_vectors import SentenceVectors, fingerprint
+    from rag.store.sentence_vectors import SentenceVectors
 
     generation = current_generation(settings.index_dir)
-    stored = SentenceVectors.load(generation) if generation else None
-    if generation and (stored is None or stored.model != fingerprint(embedder)):
+    if generation and SentenceVectors.load_for(generation, embedder) is None:
         err.print(f"note: {settings.index_dir} has no evidence sentence vectors for this model; answers will embed "
                   f"a few sentences each (about twice the CPU). `rag ingest … --index {settings.index_dir}` adds them.",
                   highlight=False)
 
 
-@app.command("eval-beir")
+@command("eval-beir")
 def eval_beir(folder: Annotated[Path, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/.")],
               index: IndexOpt = None,
               split: Annotated[str, typer.Option(help="qrels split to score.")] = "test",
@@ -306,6 +299,7 @@ def eval_beir(folder: Annotated[Path, typer.Argument(help="BEIR folder: corpus.j
     from rag.embedding.factory import build_query_embedder
     from rag.eval import beir
     from rag.ingest.pipeline import ingest_paths
+    from rag.retrieval.fusion import RetrievalMode
     from rag.store.index import current_generation
 
     for needed in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
@@ -313,16 +307,17 @@ def eval_beir(folder: Annotated[Path, typer.Argument(help="BEIR folder: corpus.j
             _fail(f"{folder} is not a BEIR folder: {needed} is missing")
     settings = _settings(index or Path("index") / f"beir-{folder.resolve().name}")
     if mode:
-        if mode not in ("dense", "bm25", "hybrid"):
+        try:
+            settings = settings.model_copy(update={"retrieval_mode": RetrievalMode.from_str(mode)})
+        except ValueError:
             _fail("--mode must be dense, bm25 or hybrid")
-        settings = settings.model_copy(update={"retrieval_mode": mode})
     verb = "building" if current_generation(settings.index_dir) is None else "updating"
     err.print(f"{verb} {settings.index_dir} from {folder / 'corpus.jsonl'} …", highlight=False)
     # Incremental: an unchanged corpus costs a hash per document; an edited one is re-embedded where it
     # changed, so scores never come from a stale index. Retrieval only: no evidence sentences to embed.
     report = ingest_paths(settings, [folder / "corpus.jsonl"], progress=_progress_printer(), sentences=False)
     err.print(report.summary(), highlight=False)
-    retriever = _open(settings, build_query_embedder(settings), open_retriever)
+    retriever = open_retriever(settings, build_query_embedder(settings))
     result = beir.evaluate(retriever, beir.load_queries(folder), beir.load_qrels(folder, split))
     result = {"dataset": folder.resolve().name, "split": split, "mode": settings.retrieval_mode, **result}
     if as_json:

@@ -60,10 +60,16 @@ def bundled_settings(bundled_index, tmp_path_factory) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def answerer(bundled_settings, embedder):
-    from rag.answer.pipeline import build_answerer
+def pipeline(bundled_settings, embedder):
+    """The bundled index and the extractive answer pipeline over it (torch query model)."""
+    from rag.answer.pipeline import open_pipeline
 
-    return build_answerer(bundled_settings, embedder)
+    return open_pipeline(bundled_settings, embedder)
+
+
+@pytest.fixture(scope="session")
+def answerer(pipeline):
+    return pipeline.answerer
 
 
 class LiveServer:

@@ -47,14 +47,14 @@ PROMPT_LEAKS = [
 
 class TestExtractiveAnswers:
     @pytest.mark.parametrize("question, fact, evidence", ANSWERED)
-    def test_answers_with_the_fact_and_a_citation_of_the_right_span(self, answerer, question, fact, evidence):
+    def test_answers_with_the_fact_and_a_citation_of_the_right_span(self, pipeline, answerer, question, fact,
+                                                                  evidence):
         answer = answerer.answer(question)
         assert not answer.abstained, answer.abstain_reason
         assert fact in answer.answer
         assert any(evidence in c.text for c in answer.citations), answer.citations
-        store = answerer.retriever.index.docstore
         for c in answer.citations:
-            assert store.document(c.doc_id).text[c.start:c.end] == c.text
+            assert pipeline.index.document(c.doc_id).text[c.start:c.end] == c.text
             assert f"[{c.n}]" in answer.answer
         assert [c.n for c in answer.citations] == list(range(1, len(answer.citations) + 1))
 

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from rag.answer.pipeline import open_retriever
 from rag.eval import beir
 from rag.ingest.pipeline import ingest
-from rag.retrieval.retriever import IndexRetriever
-from rag.store.index import Index
 
 
 class TestMetrics:
@@ -45,7 +44,7 @@ def test_eval_beir_on_a_tiny_beir_folder(tmp_path: Path, embedder, chunker, sett
         {"_id": "q1", "text": "train line reopening"}, {"_id": "q2", "text": "interest rate decision"}]))
     (tmp_path / "beir" / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td2\t1\nq2\td3\t1\n")
     ingest([tmp_path / "beir" / "corpus.jsonl"], settings.index_dir, embedder, chunker)
-    retriever = IndexRetriever(Index.open(settings.index_dir), embedder, settings)
+    retriever = open_retriever(settings, embedder)
     result = beir.evaluate(retriever, beir.load_queries(tmp_path / "beir"), beir.load_qrels(tmp_path / "beir", "test"))
     assert result["queries"] == 2 and result["ndcg@10"] == 1.0 and result["mrr@10"] == 1.0
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from rag.answer.pipeline import open_retriever
 from rag.ingest.pipeline import ingest
 from rag.retrieval.retriever import IndexRetriever
 from rag.settings import Settings
@@ -39,7 +40,7 @@ def _run(folder: Path, settings: Settings, embedder, chunker, **kw):
 
 def _retriever(settings: Settings, embedder, **overrides) -> IndexRetriever:
     s = settings.model_copy(update=overrides)
-    return IndexRetriever(Index.open(s.index_dir, model=embedder.model_id), embedder, s)
+    return open_retriever(s, embedder)
 
 
 class TestIngest:

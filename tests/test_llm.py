@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from rag.answer.generation import GeneratorUnavailable
-from rag.answer.pipeline import build_answerer
+from rag.answer.pipeline import open_pipeline
 from tests.test_answering import PROMPT_LEAKS, assert_no_prompt_text
 
 llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (pip install 'rag[llm]')")
@@ -64,11 +64,10 @@ def llama_server(gguf, tmp_path_factory):
     proc.wait(timeout=10)
 
 
-def _verified(answerer, answer):
-    store = answerer.retriever.index.docstore
+def _verified(index, answer):
     assert [c.n for c in answer.citations] == list(range(1, len(answer.citations) + 1))
     for c in answer.citations:
-        assert store.document(c.doc_id).text[c.start:c.end] == c.text
+        assert index.document(c.doc_id).text[c.start:c.end] == c.text
         if not answer.abstained:
             assert f"[{c.n}]" in answer.answer
     if answer.abstained:
@@ -78,30 +77,33 @@ def _verified(answerer, answer):
 class TestOpenAICompatibleBackend:
     def test_answers_through_a_real_server_with_verified_citations(self, llama_server, bundled_settings, embedder):
         settings = bundled_settings.model_copy(update={"generator": "openai", "openai_base_url": llama_server})
-        answerer = build_answerer(settings, embedder)
+        pipeline = open_pipeline(settings, embedder)
+        answerer = pipeline.answerer
         for question in ["When did the CKFTA become law?", "Who leads Cambodia's new government?"]:
             answer = answerer.answer(question)
             assert answer.generator == "openai"
-            _verified(answerer, answer)
+            _verified(pipeline.index, answer)
 
     def test_streams_pieces_then_the_verified_answer(self, llama_server, bundled_settings, embedder):
         settings = bundled_settings.model_copy(update={"generator": "openai", "openai_base_url": llama_server})
-        answerer = build_answerer(settings, embedder)
+        pipeline = open_pipeline(settings, embedder)
+        answerer = pipeline.answerer
         items = list(answerer.stream("Where is the new Cambodian embassy in Pakistan?"))
         pieces, final = items[:-1], items[-1]
         assert len(pieces) > 3 and all(isinstance(p, str) for p in pieces)
-        _verified(answerer, final)
+        _verified(pipeline.index, final)
 
     def test_follow_up_is_condensed_by_the_llm(self, llama_server, bundled_settings, embedder):
         from rag.records import Turn
 
         settings = bundled_settings.model_copy(update={"generator": "openai", "openai_base_url": llama_server})
-        answerer = build_answerer(settings, embedder)
+        pipeline = open_pipeline(settings, embedder)
+        answerer = pipeline.answerer
         history = [Turn("user", "What is the Cambodia-Korea Free Trade Agreement?"),
                    Turn("assistant", "The Cambodia-Korea Free Trade Agreement (CKFTA) became law on January 29, 2022 [1].")]
         answer = answerer.answer("When did it become law?", history)
         assert answer.standalone_question and answer.standalone_question != "When did it become law?"
-        _verified(answerer, answer)
+        _verified(pipeline.index, answer)
 
 
 class TestUnreachableServer:
@@ -109,7 +111,8 @@ class TestUnreachableServer:
         url = f"http://127.0.0.1:{_free_port()}/v1"
         settings = bundled_settings.model_copy(update={"generator": "openai", "openai_base_url": url,
                                                        "openai_timeout_s": 2.0, "openai_retries": 1})
-        answerer = build_answerer(settings, embedder)
+        pipeline = open_pipeline(settings, embedder)
+        answerer = pipeline.answerer
         with pytest.raises(GeneratorUnavailable, match=url.replace(".", r"\.")):
             answerer.answer("When did the CKFTA become law?")
 
@@ -120,7 +123,8 @@ class TestUnreachableServer:
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/v1"
         settings = bundled_settings.model_copy(update={"generator": "openai", "openai_base_url": url,
                                                        "openai_timeout_s": 1.5, "openai_retries": 0})
-        answerer = build_answerer(settings, embedder)
+        pipeline = open_pipeline(settings, embedder)
+        answerer = pipeline.answerer
         t0 = time.monotonic()
         with pytest.raises(GeneratorUnavailable):
             answerer.answer("When did the CKFTA become law?")
@@ -129,18 +133,18 @@ class TestUnreachableServer:
 
 
 @pytest.fixture(scope="module")
-def llm_answerer(bundled_settings, embedder, gguf):
+def llm_pipeline(bundled_settings, embedder, gguf):
     settings = bundled_settings.model_copy(update={"generator": "llamacpp"})
-    return build_answerer(settings, embedder)
+    return open_pipeline(settings, embedder)
 
 
 class TestLlamaCppBackend:
-    def test_local_gguf_answers_with_verified_citations(self, llm_answerer):
-        answer = llm_answerer.answer("What does Pakistan produce that Cambodia needs?")
+    def test_local_gguf_answers_with_verified_citations(self, llm_pipeline):
+        answer = llm_pipeline.answerer.answer("What does Pakistan produce that Cambodia needs?")
         assert answer.generator == "llamacpp"
-        _verified(llm_answerer, answer)
+        _verified(llm_pipeline.index, answer)
 
     @pytest.mark.parametrize("attack", PROMPT_LEAKS)
-    def test_prompt_leak_attempts_get_no_prompt_text(self, llm_answerer, attack):
-        answer = llm_answerer.answer(attack)
+    def test_prompt_leak_attempts_get_no_prompt_text(self, llm_pipeline, attack):
+        answer = llm_pipeline.answerer.answer(attack)
         assert_no_prompt_text(answer.answer)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rag.answer.pipeline import build_answerer, open_retriever
+from rag.answer.pipeline import open_pipeline, open_retriever
 from rag.ingest.pipeline import ingest
 from rag.settings import Settings
 from rag.store.index import Index, current_generation
@@ -48,7 +48,7 @@ def test_ingest_stores_every_candidate_sentence_and_answers_embed_none(bundled_s
     assert min(float(stored.get(h) @ v) for h, v in zip(sample, fresh)) > 0.9999  # float16 rounding only
 
     counting = CountingEmbedder(query_embedder)
-    answerer = build_answerer(bundled_settings, counting)
+    answerer = open_pipeline(bundled_settings, counting).answerer
     answers = [answerer.answer(q) for q in QUESTIONS]
     assert counting.texts == []  # only questions were embedded (encode_query)
     assert "January 29, 2022" in answers[0].answer and answers[3].abstained
@@ -60,8 +60,8 @@ def test_answers_are_the_same_with_or_without_stored_sentences(tmp_path, bundled
     ingest([ARTICLES], bare.index_dir, embedder, chunker)  # no sentence vectors: embedded while answering
     assert not (current_generation(bare.index_dir) / DIR).exists()
     counting = CountingEmbedder(query_embedder)
-    without = build_answerer(bare, counting)
-    stored = build_answerer(bundled_settings, query_embedder)
+    without = open_pipeline(bare, counting).answerer
+    stored = open_pipeline(bundled_settings, query_embedder).answerer
     for q in QUESTIONS:
         a, b = without.answer(q), stored.answer(q)
         assert (a.answer, a.abstained, a.evidence_score) == (b.answer, b.abstained, b.evidence_score), q

@@ -11,9 +11,9 @@ from rag.answer.evidence import Evidence, EvidenceScorer
 from rag.answer.followup import Condenser
 from rag.answer.generation import AnswerContext, Generator
 from rag.answer.prompts import pack_passages
+from rag.embedding.model import Embedder
 from rag.records import Answer, Citation, Passage, Turn
 from rag.retrieval.retriever import Retriever
-from rag.settings import Settings
 from rag.text import get_encoding
 
 ABSTAIN_TEXT = "The articles don't cover this: I found nothing in them that answers the question."
@@ -34,12 +34,23 @@ class _Run:
 
 
 class Answerer:
-    """The answer pipeline; one per process, shared by the CLI, the API and the eval harness."""
+    """The answer pipeline; one per process, shared by the CLI, the API and the eval harness.
 
-    def __init__(self, retriever: Retriever, generator: Generator, settings: Settings,
-                 condenser: Condenser, verifier: CitationVerifier, scorer: EvidenceScorer):
-        self.retriever, self.generator, self.settings = retriever, generator, settings
+    Args:
+        retriever: finds passages; ``embedder`` embeds the question once for retrieval and evidence.
+        generator: writes the draft; ``condenser`` makes follow-ups standalone; ``verifier`` checks
+            the draft's citations; ``scorer`` weighs the evidence that decides whether to answer.
+        top_k: passages per answer (a request may ask for another number).
+        context_tokens: prompt budget for passages (whole passages, best first).
+        abstain_threshold: the evidence score below which the answer is an abstention.
+    """
+
+    def __init__(self, retriever: Retriever, embedder: Embedder, generator: Generator, condenser: Condenser,
+                 verifier: CitationVerifier, scorer: EvidenceScorer, *, top_k: int = 5,
+                 context_tokens: int = 1500, abstain_threshold: float = 0.5):
+        self.retriever, self.embedder, self.generator = retriever, embedder, generator
         self.condenser, self.verifier, self.scorer = condenser, verifier, scorer
+        self.top_k, self.context_tokens, self.abstain_threshold = top_k, context_tokens, abstain_threshold
         self.encoding = get_encoding()
 
     def _prepare(self, question: str, history: list[Turn], top_k: int | None) -> _Run:
@@ -47,9 +58,9 @@ class Answerer:
         t0 = time.perf_counter()
         run.standalone = self.condenser.condense(run.question, history)
         t1 = time.perf_counter()
-        qvec = self.retriever.embedder.encode_query(run.standalone)
-        found = self.retriever.search_vector(run.standalone, qvec, top_k or self.settings.top_k)
-        run.passages = pack_passages(found, self.settings.context_tokens, self.encoding)
+        qvec = self.embedder.encode_query(run.standalone)
+        found = self.retriever.search(run.standalone, top_k or self.top_k, qvec=qvec)
+        run.passages = pack_passages(found, self.context_tokens, self.encoding)
         t2 = time.perf_counter()
         run.evidence = self.scorer.score(run.standalone, qvec, run.passages)
         run.timings = {"condense": _ms(t1 - t0), "retrieve": _ms(t2 - t1), "evidence": _ms(time.perf_counter() - t2)}
@@ -57,8 +68,8 @@ class Answerer:
             run.abstain_reason = "no passages retrieved"
         elif run.evidence.missing_entities:
             run.abstain_reason = f"not in the articles: {', '.join(run.evidence.missing_entities)}"
-        elif run.evidence.best < self.settings.abstain_threshold:
-            run.abstain_reason = f"evidence {run.evidence.best:.2f} < threshold {self.settings.abstain_threshold}"
+        elif run.evidence.best < self.abstain_threshold:
+            run.abstain_reason = f"evidence {run.evidence.best:.2f} < threshold {self.abstain_threshold}"
         return run
 
     def _context(self, run: _Run, history: list[Turn]) -> AnswerContext:

@@ -1,8 +1,10 @@
-"""Builds the answer side from ``Settings``: the one place that wires retrieval, evidence, generation
-and citation checks together (LLM backends are imported only when chosen)."""
+"""Builds the answer side from ``Settings``: the one place that wires the index, retrieval, evidence,
+generation and citation checks together (LLM backends are imported only when chosen)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from rag.answer.answering import Answerer
@@ -14,42 +16,95 @@ from rag.answer.generation.extractive import ExtractiveGenerator
 from rag.answer.prompts import PromptLibrary
 from rag.embedding.cache import VectorCache
 from rag.embedding.model import Embedder
-from rag.retrieval.retriever import IndexRetriever
+from rag.retrieval.fusion import FusionParams
+from rag.retrieval.retriever import IndexRetriever, Retriever
 from rag.settings import Settings
 from rag.store.index import Index
 from rag.store.sentence_vectors import SentenceVectors
 
 
-def open_retriever(settings: Settings, embedder: Embedder, index_dir: Path | None = None,
-                   cache: VectorCache | None = None) -> IndexRetriever:
-    index = Index.open(index_dir or settings.index_dir, model=embedder.model_id)
-    if cache is None:  # sentence vectors from ingest count only if this model made them
-        cache = VectorCache(embedder, stored=SentenceVectors.load_for(index.generation, embedder))
-    return IndexRetriever(index, embedder, settings, cache)
+@dataclass(frozen=True)
+class Pipeline:
+    """A loaded index and the answer pipeline over it: what `rag ask`, `rag serve` and `rag eval` hold.
+
+    ``index`` serves the documents (citations resolve against it), ``retriever`` searches it and
+    ``answerer`` answers from it; none of them needs to reach into another.
+    """
+
+    index: Index
+    retriever: IndexRetriever
+    answerer: Answerer
+
+
+def open_pipeline(settings: Settings, embedder: Embedder, generator: Generator | None = None) -> Pipeline:
+    """Open the live index under ``settings.index_dir`` and build everything that answers from it."""
+    index = open_index(settings, embedder)
+    cache = sentence_cache(index, embedder)
+    retriever = build_retriever(index, embedder, settings, cache)
+    answerer = build_answerer(settings, embedder, retriever, cache, idf=index.idf, generator=generator)
+    return Pipeline(index, retriever, answerer)
+
+
+def open_index(settings: Settings, embedder: Embedder, index_dir: Path | None = None) -> Index:
+    """The live generation, checked against the model that will query it."""
+    return Index.open(index_dir or settings.index_dir, model=embedder.model_id)
+
+
+def sentence_cache(index: Index, embedder: Embedder) -> VectorCache:
+    """Evidence-sentence vectors: those ingest stored count only if this very model made them."""
+    return VectorCache(embedder, stored=SentenceVectors.load_for(index.generation, embedder))
+
+
+def build_retriever(index: Index, embedder: Embedder, settings: Settings,
+                    cache: VectorCache | None = None) -> IndexRetriever:
+    params = FusionParams(settings.convex_alpha, settings.rrf_k, settings.dense_weight, settings.bm25_weight)
+    return IndexRetriever(index, embedder, mode=settings.retrieval_mode, fusion=settings.fusion, params=params,
+                          candidates=settings.candidates, rescore_top=settings.rescore_top,
+                          rescore_weight=settings.rescore_weight, mmr_lambda=settings.mmr_lambda,
+                          reranker_path=settings.reranker_path, cache=cache)
+
+
+def open_retriever(settings: Settings, embedder: Embedder, index_dir: Path | None = None) -> IndexRetriever:
+    """Retrieval alone (`rag search`, `rag eval-beir`)."""
+    index = open_index(settings, embedder, index_dir)
+    return build_retriever(index, embedder, settings, sentence_cache(index, embedder))
+
+
+def _openai(settings: Settings, prompts: PromptLibrary) -> Generator:
+    from rag.answer.generation.openai_compat import OpenAIGenerator
+
+    return OpenAIGenerator(settings.openai_base_url, settings.openai_model, settings.openai_api_key, prompts,
+                           settings.openai_timeout_s, settings.openai_retries, settings.max_new_tokens)
+
+
+def _llamacpp(settings: Settings, prompts: PromptLibrary) -> Generator:
+    from rag.answer.generation.llamacpp import LlamaCppGenerator
+
+    return LlamaCppGenerator(prompts, settings.llamacpp_model_path, settings.max_new_tokens)
+
+
+def _extractive(settings: Settings, prompts: PromptLibrary) -> Generator:
+    return ExtractiveGenerator(settings.max_answer_sentences)
+
+
+GENERATORS: dict[str, Callable[[Settings, PromptLibrary], Generator]] = {
+    "extractive": _extractive, "openai": _openai, "llamacpp": _llamacpp}
 
 
 def build_generator(settings: Settings, prompts: PromptLibrary) -> Generator:
     """The generator the settings name; LLM backends are imported only when chosen."""
-    if settings.generator == "openai":
-        from rag.answer.generation.openai_compat import OpenAIGenerator
-
-        return OpenAIGenerator(settings.openai_base_url, settings.openai_model, settings.openai_api_key, prompts,
-                               settings.openai_timeout_s, settings.openai_retries, settings.max_new_tokens)
-    if settings.generator == "llamacpp":
-        from rag.answer.generation.llamacpp import LlamaCppGenerator
-
-        return LlamaCppGenerator(prompts, settings.llamacpp_model_path, settings.max_new_tokens)
-    return ExtractiveGenerator(settings.max_answer_sentences)
+    return GENERATORS[settings.generator](settings, prompts)
 
 
-def build_answerer(settings: Settings, embedder: Embedder, retriever: IndexRetriever | None = None,
-                   generator: Generator | None = None) -> Answerer:
+def build_answerer(settings: Settings, embedder: Embedder, retriever: Retriever, cache: VectorCache,
+                   idf: Callable[[str], float] | None = None, generator: Generator | None = None) -> Answerer:
+    """The Answerer over ``retriever``; ``cache`` and ``idf`` serve its evidence and citation checks."""
     prompts = PromptLibrary(settings.prompts_dir)
     generator = generator or build_generator(settings, prompts)
-    retriever = retriever or open_retriever(settings, embedder)
-    cache = retriever.cache
     writer = None if isinstance(generator, ExtractiveGenerator) else generator
-    scorer = EvidenceScorer(cache, idf=retriever.index.idf, embed_top=settings.evidence_embed_top)
+    scorer = EvidenceScorer(cache, idf=idf, embed_top=settings.evidence_embed_top)
     verifier = CitationVerifier(embedder, settings.support_threshold, settings.support_min_coverage,
                                 vectors=cache.vectors)
-    return Answerer(retriever, generator, settings, Condenser(prompts, writer), verifier, scorer)
+    return Answerer(retriever, embedder, generator, Condenser(prompts, writer), verifier, scorer,
+                    top_k=settings.top_k, context_tokens=settings.context_tokens,
+                    abstain_threshold=settings.abstain_threshold)

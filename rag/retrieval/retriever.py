@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from rag.embedding.cache import VectorCache
 from rag.embedding.model import Embedder
-from rag.records import Passage, StoredChunk
-from rag.settings import Settings
+from rag.records import Passage, Ranked, StoredChunk
+from rag.retrieval.fusion import Fusion, FusionParams, RetrievalMode, minmax, strategy
 from rag.store.index import Index
 from rag.text import split_sentences
 
@@ -21,11 +21,8 @@ NEAR_DUPLICATE_COSINE = 0.97
 class Retriever(Protocol):
     """What the answer pipeline needs from retrieval; ``IndexRetriever`` is the FAISS + BM25 one."""
 
-    index: Index
-    embedder: Embedder
-
-    def search(self, query: str, k: int | None = None) -> list[Passage]: ...
-    def search_vector(self, query: str, qvec: np.ndarray, k: int) -> list[Passage]: ...
+    def search(self, query: str, k: int, qvec: np.ndarray | None = None) -> list[Passage]:
+        """Best-first passages for ``query``; ``qvec`` is its embedding when the caller has it already."""
 
 
 @dataclass(frozen=True)
@@ -36,87 +33,49 @@ class Candidate:
     vector: np.ndarray
 
 
-def rrf(rankings: list[list[int]], weights: list[float], k: int) -> dict[int, float]:
-    """Weighted reciprocal rank fusion: sum of w / (k + rank), ranks from 1.
-
-    Example:
-        >>> sorted(rrf([[7, 8], [8]], [1.0, 1.0], 60).items())
-        [(7, 0.01639344262295082), (8, 0.03252247488101534)]
-    """
-    fused: dict[int, float] = {}
-    for ranking, weight in zip(rankings, weights):
-        for rank, item in enumerate(ranking, start=1):
-            fused[item] = fused.get(item, 0.0) + weight / (k + rank)
-    return fused
-
-
-Ranked = list[tuple[int, float]]
-
-
-def _minmax(values: np.ndarray) -> np.ndarray:
-    spread = float(values.max() - values.min()) if len(values) else 0.0
-    return (values - values.min()) / spread if spread > 0 else np.ones_like(values)
-
-
-def _dense_only(ids: list[int], cosines: np.ndarray, dense: Ranked, lexical: Ranked, s: Settings) -> np.ndarray:
-    return cosines
-
-
-def _bm25_only(ids: list[int], cosines: np.ndarray, dense: Ranked, lexical: Ranked, s: Settings) -> np.ndarray:
-    scores = dict(lexical)
-    return np.asarray([scores.get(i, 0.0) for i in ids])
-
-
-def _hybrid_rrf(ids: list[int], cosines: np.ndarray, dense: Ranked, lexical: Ranked, s: Settings) -> np.ndarray:
-    fused = rrf([[i for i, _ in dense], [i for i, _ in lexical]], [s.dense_weight, s.bm25_weight], s.rrf_k)
-    return np.asarray([fused.get(i, 0.0) for i in ids])
-
-
-def _hybrid_convex(ids: list[int], cosines: np.ndarray, dense: Ranked, lexical: Ranked, s: Settings) -> np.ndarray:
-    """α · min-max(cosine) + (1 − α) · min-max(BM25) over the union of both candidate lists."""
-    bm25 = dict(lexical)
-    lex = np.asarray([bm25.get(i, 0.0) for i in ids])
-    return s.convex_alpha * _minmax(cosines) + (1 - s.convex_alpha) * _minmax(lex)
-
-
-FUSION: dict[str, Callable[..., np.ndarray]] = {
-    "dense": _dense_only, "bm25": _bm25_only, "hybrid:rrf": _hybrid_rrf, "hybrid:convex": _hybrid_convex}
-
-
 class IndexRetriever:
     """Retrieval over one loaded ``Index``.
 
-    Example:
-        >>> retriever.search("When were diplomatic ties with Pakistan set up?", k=1)[0].doc_id  # doctest: +SKIP
-        'cambodia-pakistan-embassy'
+    Args:
+        index: the generation to search.
+        embedder: embeds queries (the model the index was built with, or its ONNX copy).
+        mode: dense, BM25 or both; ``fusion`` and ``params`` say how both are merged.
+        candidates: per-list candidates before fusion.
+        rescore_top: second stage, off at 0: re-score this many by their best sentence's cosine,
+            with ``rescore_weight`` its share.
+        mmr_lambda: below 1, trade relevance for diversity (MMR).
+        reranker_path: a local ``CrossEncoder`` folder that reorders the final passages.
+        cache: sentence vectors for the second stage (shared with the evidence step).
     """
 
-    def __init__(self, index: Index, embedder: Embedder, settings: Settings, cache: VectorCache | None = None):
-        self.index, self.embedder, self.settings = index, embedder, settings
+    def __init__(self, index: Index, embedder: Embedder, *, mode: RetrievalMode = RetrievalMode.HYBRID,
+                 fusion: Fusion = Fusion.CONVEX, params: FusionParams = FusionParams(), candidates: int = 50,
+                 rescore_top: int = 0, rescore_weight: float = 0.3, mmr_lambda: float = 1.0,
+                 reranker_path: Path | None = None, cache: VectorCache | None = None):
+        self.index, self.embedder = index, embedder
+        self.mode, self.params, self.candidates = RetrievalMode(mode), params, candidates
+        self.rescore_top, self.rescore_weight, self.mmr_lambda = rescore_top, rescore_weight, mmr_lambda
+        self._fuse = strategy(self.mode, Fusion(fusion))
         self.cache = cache or VectorCache(embedder)
         self.reranker = None
-        if settings.reranker_path is not None:
+        if reranker_path is not None:
             from sentence_transformers import CrossEncoder
 
-            self.reranker = CrossEncoder(str(settings.reranker_path), device="cpu", local_files_only=True)
+            self.reranker = CrossEncoder(str(reranker_path), device="cpu", local_files_only=True)
 
-    def search(self, query: str, k: int | None = None) -> list[Passage]:
+    def search(self, query: str, k: int, qvec: np.ndarray | None = None) -> list[Passage]:
         """Best-first passages for ``query``, no two from the same or a near-identical chunk."""
-        k = k or self.settings.top_k
         query = query.strip()
         if not query:
             return []
-        qvec = self.embedder.encode_query(query)
-        return self.search_vector(query, qvec, k)
-
-    def search_vector(self, query: str, qvec: np.ndarray, k: int) -> list[Passage]:
-        s = self.settings
-        n = max(s.candidates, k)
-        dense = self.index.dense_search(qvec, n) if s.retrieval_mode != "bm25" else []
-        lexical = self.index.lexical_search(query, n) if s.retrieval_mode != "dense" else []
+        if qvec is None:
+            qvec = self.embedder.encode_query(query)
+        n = max(self.candidates, k)
+        dense = self.index.dense_search(qvec, n) if self.mode != RetrievalMode.BM25 else []
+        lexical = self.index.lexical_search(query, n) if self.mode != RetrievalMode.DENSE else []
         candidates = self._candidates(dense, lexical, qvec)
         chunks = self.index.chunks([c.id for c in candidates[: max(4 * k, 20)]])
-        if s.rescore_top:
+        if self.rescore_top:
             candidates = self._rescore_by_sentence(candidates, chunks, qvec)
         selected = self._select(candidates, k, chunks)
         if self.reranker is not None:
@@ -130,9 +89,7 @@ class IndexRetriever:
             return []
         vectors = self.index.vectors_of(ids)
         cosines = vectors @ qvec
-        s = self.settings
-        key = s.retrieval_mode if s.retrieval_mode != "hybrid" else f"hybrid:{s.fusion}"
-        fused = FUSION[key](ids, cosines, dense, lexical, s)
+        fused = self._fuse(ids, cosines, dense, lexical, self.params)
         order = np.argsort(-fused, kind="stable")
         return [Candidate(ids[j], float(fused[j]), float(cosines[j]), vectors[j]) for j in order]
 
@@ -143,8 +100,7 @@ class IndexRetriever:
         A chunk that holds one sentence matching the query closely beats one that is vaguely about
         it. Sentence vectors are cached, so repeated passages cost nothing.
         """
-        s = self.settings
-        head = [c for c in candidates[:s.rescore_top] if c.id in chunks]
+        head = [c for c in candidates[:self.rescore_top] if c.id in chunks]
         if len(head) < 2:
             return candidates
         per_chunk = []
@@ -154,15 +110,15 @@ class IndexRetriever:
         cosines = self.cache.vectors([t for sentences in per_chunk for t in sentences]) @ qvec  # one batch
         bounds = np.cumsum([0] + [len(sentences) for sentences in per_chunk])
         best = [float(cosines[a:b].max()) for a, b in zip(bounds[:-1], bounds[1:])]
-        mixed = (1 - s.rescore_weight) * _minmax(np.asarray([c.fused for c in head])) + \
-            s.rescore_weight * _minmax(np.asarray(best))
+        mixed = (1 - self.rescore_weight) * minmax(np.asarray([c.fused for c in head])) + \
+            self.rescore_weight * minmax(np.asarray(best))
         order = np.argsort(-mixed, kind="stable")
         rest = [c for c in candidates if c not in head]
         return [head[i] for i in order] + rest
 
     def _select(self, candidates: list[Candidate], k: int, chunks: dict[int, StoredChunk]) -> list[Candidate]:
         """Drop near-duplicates; with mmr_lambda < 1 trade relevance for diversity (MMR)."""
-        lam = self.settings.mmr_lambda
+        lam = self.mmr_lambda
         pool = [c for c in candidates if c.id in chunks]
         if not pool:
             return []

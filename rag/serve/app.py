@@ -25,7 +25,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rag.answer.answering import Answerer
 from rag.answer.generation import GeneratorUnavailable
+from rag.answer.pipeline import Pipeline
 from rag.embedding.model import Embedder
+from rag.errors import UserError
 from rag.records import Answer, Turn
 from rag.serve.api_models import (
     MAX_QUESTION_CHARS,
@@ -35,7 +37,7 @@ from rag.serve.api_models import (
     ChatCompletionRequest,
 )
 from rag.settings import Settings
-from rag.store.index import IndexIncompatible, IndexNotFound, current_generation
+from rag.store.index import Index, current_generation
 from rag.text import split_sentences
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -70,7 +72,7 @@ class ServiceState:
 
     def __init__(self, settings: Settings, embedder: Embedder | None):
         self.settings, self.embedder = settings, embedder
-        self.answerer: Answerer | None = None
+        self.pipeline: Pipeline | None = None
         self.load_error = ""
         self.metrics = Metrics()
         self._lock = threading.Lock()
@@ -78,29 +80,29 @@ class ServiceState:
     def newer(self) -> Path | None:
         """The live generation when it is not the loaded one; None when there is nothing to open."""
         live = current_generation(self.settings.index_dir)
-        loaded = self.answerer.retriever.index.generation if self.answerer else None
+        loaded = self.pipeline.index.generation if self.pipeline else None
         return live if live is not None and live != loaded and self.embedder is not None else None
 
-    def refresh(self) -> Answerer | None:
+    def refresh(self) -> Pipeline | None:
         """Open the live generation if it is not the one loaded (cheap when nothing changed)."""
         live = self.newer()
         if live is None:
-            return self.answerer
+            return self.pipeline
         with self._lock:
-            if self.answerer is None or self.answerer.retriever.index.generation != live:
-                from rag.answer.pipeline import build_answerer
+            if self.pipeline is None or self.pipeline.index.generation != live:
+                from rag.answer.pipeline import open_pipeline
 
                 try:
-                    self.answerer = build_answerer(self.settings, self.embedder)
+                    self.pipeline = open_pipeline(self.settings, self.embedder)
                     self.load_error = ""
-                except (IndexNotFound, IndexIncompatible, GeneratorUnavailable) as exc:
+                except UserError as exc:
                     self.load_error = str(exc)
-                    return self.answerer
-                index = self.answerer.retriever.index
+                    return self.pipeline
+                index = self.pipeline.index
                 self.metrics.documents.set(index.manifest.documents)
                 self.metrics.chunks.set(index.manifest.chunks)
                 self.metrics.index_bytes.set(index.size_bytes())
-        return self.answerer
+        return self.pipeline
 
 
 class BodyLimit:
@@ -198,9 +200,8 @@ def _text(content: Any) -> str:
     return ""
 
 
-def starter_questions(answerer: Answerer, limit: int = 4) -> list[str]:
+def starter_questions(store: Index, limit: int = 4) -> list[str]:
     """Questions drawn from the loaded articles: their own FAQ-style questions first, then titles."""
-    store = answerer.retriever.index.docstore
     found: list[str] = []
     docs = store.documents(limit=50)
     for meta in docs:
@@ -257,9 +258,9 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
             raise HTTPException(401, "missing or invalid API key: send 'Authorization: Bearer <key>'",
                                 headers={"WWW-Authenticate": "Bearer"})
 
-    async def answerer() -> Answerer:
+    async def pipeline() -> Pipeline:
         # Only opening a new generation blocks; checking for one is a small file read.
-        loaded = await asyncio.to_thread(state.refresh) if state.newer() else state.answerer
+        loaded = await asyncio.to_thread(state.refresh) if state.newer() else state.pipeline
         if loaded is None:
             raise HTTPException(503, f"no index loaded yet: {state.load_error or 'run rag ingest'}",
                                 headers={"Retry-After": str(RETRY_AFTER_S)})
@@ -268,49 +269,48 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
     guarded = [Depends(authorised)]
 
     @app.post("/api/answer", response_model=AnswerResponse, dependencies=guarded, tags=["answers"])
-    def answer(body: AnswerRequest, a: Answerer = Depends(answerer)) -> dict:
+    def answer(body: AnswerRequest, p: Pipeline = Depends(pipeline)) -> dict:
         """Answer a question (with optional history) from the articles, with verified citations."""
-        result = a.answer(body.question, _history(body.history), body.top_k)
+        result = p.answerer.answer(body.question, _history(body.history), body.top_k)
         state.metrics.observe_answer(result)
         return result.to_dict()
 
     @app.post("/api/chat", dependencies=guarded, tags=["answers"],
               responses={200: {"content": {"text/event-stream": {}},
                                "description": "SSE: `token` events, one `citations`, then `done` (the answer object)."}})
-    async def chat(body: AnswerRequest, a: Answerer = Depends(answerer)) -> EventSourceResponse:
+    async def chat(body: AnswerRequest, p: Pipeline = Depends(pipeline)) -> EventSourceResponse:
         """The same answer as /api/answer, streamed as server-sent events."""
-        events = _answer_events(a, body, state)
+        events = _answer_events(p.answerer, body, state)
         return EventSourceResponse(_threaded(events), ping=15)
 
     @app.get("/api/search", dependencies=guarded, tags=["retrieval"])
     def search(q: str = Query(min_length=1, max_length=MAX_QUESTION_CHARS), k: int = Query(5, ge=1, le=50),
-               a: Answerer = Depends(answerer)) -> dict:
+               p: Pipeline = Depends(pipeline)) -> dict:
         """Passages for a query, best first."""
         if not q.strip():
             raise HTTPException(422, "q: the query is empty")
-        return {"passages": [p.to_dict() for p in a.retriever.search(q, k)]}
+        return {"passages": [passage.to_dict() for passage in p.retriever.search(q, k)]}
 
     @app.get("/api/documents", dependencies=guarded, tags=["documents"])
     def documents(offset: int = Query(0, ge=0, le=2**62), limit: int = Query(100, ge=1, le=1000),
-                  a: Answerer = Depends(answerer)) -> dict:
-        store = a.retriever.index.docstore
-        return {"documents": store.documents(offset, limit), "total": store.counts()[0]}
+                  p: Pipeline = Depends(pipeline)) -> dict:
+        return {"documents": p.index.documents(offset, limit), "total": p.index.counts()[0]}
 
     @app.get("/api/documents/{doc_id:path}", dependencies=guarded, tags=["documents"])
-    def document(doc_id: str, a: Answerer = Depends(answerer)) -> dict:
+    def document(doc_id: str, p: Pipeline = Depends(pipeline)) -> dict:
         """One article: ``text[start:end]`` equals the text of every citation of it."""
-        doc = a.retriever.index.docstore.document(doc_id)
+        doc = p.index.document(doc_id)
         if doc is None:
             raise HTTPException(404, f"no document {doc_id!r}")
         return {"doc_id": doc.doc_id, "title": doc.title, "text": doc.text, "source": doc.source,
                 "published": doc.published, "metadata": doc.metadata}
 
     @app.get("/api/starters", dependencies=guarded, tags=["ui"])
-    def starters(a: Answerer = Depends(answerer)) -> dict:
-        return {"questions": starter_questions(a)}
+    def starters(p: Pipeline = Depends(pipeline)) -> dict:
+        return {"questions": starter_questions(p.index)}
 
     @app.post("/v1/chat/completions", dependencies=guarded, tags=["openai"])
-    async def chat_completions(body: ChatCompletionRequest, a: Answerer = Depends(answerer)):
+    async def chat_completions(body: ChatCompletionRequest, p: Pipeline = Depends(pipeline)):
         """OpenAI chat-completions shape; the last user message is the question. Citations ride in ``citations``."""
         question, history = _openai_question(body.messages)
         try:
@@ -321,9 +321,9 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
                 str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())) from exc
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         if body.stream:
-            return EventSourceResponse(_threaded(_openai_chunks(a, request, state, body.model, completion_id, created)),
-                                       ping=15)
-        result = await asyncio.to_thread(a.answer, request.question, _history(request.history))
+            return EventSourceResponse(_threaded(_openai_chunks(p.answerer, request, state, body.model, completion_id,
+                                                                created)), ping=15)
+        result = await asyncio.to_thread(p.answerer.answer, request.question, _history(request.history))
         state.metrics.observe_answer(result)
         return {"id": completion_id, "object": "chat.completion", "created": created, "model": body.model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": result.answer},
@@ -341,9 +341,9 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
         if loaded is None:
             return JSONResponse({"status": "not ready", "detail": state.load_error or "model or index not loaded"},
                                 status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
-        m = loaded.retriever.index.manifest
+        m = loaded.index.manifest
         return JSONResponse({"status": "ready", "documents": m.documents, "chunks": m.chunks,
-                             "generation": m.generation, "generator": loaded.generator.name})
+                             "generation": m.generation, "generator": loaded.answerer.generator.name})
 
     @app.get("/metrics", tags=["ops"])
     def metrics() -> Response:

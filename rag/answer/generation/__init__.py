@@ -1,6 +1,6 @@
 """Answer generators: turn a question and numbered passages into a draft with [n] markers.
 
-Drafts are never shown as they are: ``rag.citations.CitationVerifier`` checks every one.
+Drafts are never shown as they are: ``rag.answer.citations.CitationVerifier`` checks every one.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from rag.answer.evidence import Evidence
+from rag.errors import UserError
 from rag.records import Passage, Turn
 
 
@@ -23,7 +24,7 @@ class AnswerContext:
     evidence: Evidence | None = None
 
 
-class GeneratorUnavailable(RuntimeError):
+class GeneratorUnavailable(UserError, RuntimeError):
     """The backend cannot be reached or loaded; the message says which and how to fix it."""
 
 

@@ -45,6 +45,14 @@ function renderAnswer(li, answer) {
   renderSources(answer);
 }
 
+// The cited text with the answer words (a date, an amount, a name) in <strong>, when the answer marks them.
+function withAnswerWords(text, start, span) {
+  if (!span || span.start < start || span.end > start + text.length) return [document.createTextNode(text)];
+  const a = span.start - start, b = span.end - start;
+  return [document.createTextNode(text.slice(0, a)), el("strong", "answer-words", text.slice(a, b)),
+          document.createTextNode(text.slice(b))];
+}
+
 function renderSources(answer) {
   const list = $("sources");
   list.replaceChildren();
@@ -58,8 +66,11 @@ function renderSources(answer) {
     li.tabIndex = 0;
     li.append(el("span", "title", `[${c.n}] ${c.title}`));
     if (answer.abstained) li.append(el("span", "note", "Closest passage; it does not answer the question."));
-    const quote = c.text.length > 320 ? c.text.slice(0, 317) + "…" : c.text;
-    li.append(el("span", "quote", `“${quote}”`));
+    const quote = el("span", "quote");
+    const shown = c.text.length > 320 ? c.text.slice(0, 317) : c.text;
+    quote.append("“", ...withAnswerWords(shown, c.start, answer.abstained ? null : c.answer_span),
+                 c.text.length > 320 ? "…”" : "”");
+    li.append(quote);
     const open = () => openCitation(answer, c.n);
     li.addEventListener("click", open);
     li.addEventListener("keydown", (e) => { if (e.key === "Enter") open(); });
@@ -85,7 +96,8 @@ async function openCitation(answer, n) {
     $("reader-title").textContent = doc.title;
     $("reader-meta").textContent = [doc.source, doc.published].filter(Boolean).join(" · ");
     const text = $("reader-text");
-    const mark = el("mark", "", doc.text.slice(c.start, c.end));
+    const mark = el("mark");
+    mark.append(...withAnswerWords(doc.text.slice(c.start, c.end), c.start, answer.abstained ? null : c.answer_span));
     mark.id = "cited-span";
     text.replaceChildren(document.createTextNode(doc.text.slice(0, c.start)), mark,
                          document.createTextNode(doc.text.slice(c.end)));
