@@ -1,10 +1,13 @@
-"""Pydantic request/response models of the HTTP contract (DESIGN.md "HTTP contract")."""
+"""Pydantic request/response models of the HTTP contract (README "HTTP API"): the only place pydantic
+meets the pipeline's records (``turns`` converts messages to ``Turn``s)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from rag.records import Turn
 
 MAX_QUESTION_CHARS = 4000
 MAX_HISTORY = 20
@@ -65,6 +68,15 @@ class ChatCompletionMessage(BaseModel):
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str | list | None = None
 
+    def text(self) -> str:
+        """OpenAI message content: a string, null, or a list of parts of which the text ones count."""
+        if isinstance(self.content, str):
+            return self.content
+        if isinstance(self.content, list):
+            return " ".join(str(p.get("text", "")) for p in self.content
+                            if isinstance(p, dict) and p.get("type", "text") == "text")
+        return ""
+
 
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
@@ -73,3 +85,9 @@ class ChatCompletionRequest(BaseModel):
     model: str = "rag"
     messages: list[ChatCompletionMessage] = Field(min_length=1, max_length=MAX_HISTORY + 2)
     stream: bool = False
+
+
+def turns(messages: list[Any]) -> list[Turn]:
+    """The user and assistant turns of ``Message``s or ``ChatCompletionMessage``s (others are dropped)."""
+    return [Turn(m.role, m.text() if isinstance(m, ChatCompletionMessage) else m.content)
+            for m in messages if m.role in ("user", "assistant")]

@@ -1,0 +1,40 @@
+"""FastAPI dependencies shared by the routes: the app's state, the API-key check, the loaded pipeline.
+
+All are ``async``: trivial work needs no worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import Depends, HTTPException, Request
+
+from rag.answer.pipeline import Pipeline
+from rag.serve.reload import ServiceState
+
+RETRY_AFTER_S = 5
+
+
+async def service(request: Request) -> ServiceState:
+    return request.app.state.service
+
+
+async def authorised(request: Request) -> None:
+    """401 unless the request carries one of the configured keys (no keys: open)."""
+    keys = request.app.state.service.settings.api_keys
+    if not keys:
+        return
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or key.strip() not in keys:
+        raise HTTPException(401, "missing or invalid API key: send 'Authorization: Bearer <key>'",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+async def pipeline(state: ServiceState = Depends(service)) -> Pipeline:
+    """The loaded pipeline, after opening a newer generation if one was published; 503 while there is none."""
+    # Only opening a new generation blocks; checking for one is a small file read.
+    loaded = await asyncio.to_thread(state.refresh) if state.newer() else state.pipeline
+    if loaded is None:
+        raise HTTPException(503, f"no index loaded yet: {state.load_error or 'run rag ingest'}",
+                            headers={"Retry-After": str(RETRY_AFTER_S)})
+    return loaded

@@ -1,0 +1,115 @@
+"""The /api routes (answers, search, documents, starters) and the ops routes (health, readiness, metrics, UI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import FileResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sse_starlette.sse import EventSourceResponse
+
+from rag.answer.pipeline import Pipeline
+from rag.serve.api_models import MAX_QUESTION_CHARS, AnswerRequest, AnswerResponse, turns
+from rag.serve.deps import RETRY_AFTER_S, authorised, pipeline, service
+from rag.serve.events import answer_events, threaded
+from rag.serve.reload import ServiceState
+from rag.store.index import Index
+from rag.text import split_sentences
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+api = APIRouter(dependencies=[Depends(authorised)])
+ops = APIRouter()
+
+
+@api.post("/api/answer", response_model=AnswerResponse, tags=["answers"])
+def answer(body: AnswerRequest, p: Pipeline = Depends(pipeline), state: ServiceState = Depends(service)) -> dict:
+    """Answer a question (with optional history) from the articles, with verified citations."""
+    result = p.answerer.answer(body.question, turns(body.history), body.top_k)
+    state.metrics.observe_answer(result)
+    return result.to_dict()
+
+
+@api.post("/api/chat", tags=["answers"],
+          responses={200: {"content": {"text/event-stream": {}},
+                           "description": "SSE: `token` events, one `citations`, then `done` (the answer object)."}})
+async def chat(body: AnswerRequest, p: Pipeline = Depends(pipeline),
+               state: ServiceState = Depends(service)) -> EventSourceResponse:
+    """The same answer as /api/answer, streamed as server-sent events."""
+    events = answer_events(p.answerer, body.question, turns(body.history), body.top_k, state.metrics)
+    return EventSourceResponse(threaded(events), ping=15)
+
+
+@api.get("/api/search", tags=["retrieval"])
+def search(q: str = Query(min_length=1, max_length=MAX_QUESTION_CHARS), k: int = Query(5, ge=1, le=50),
+           p: Pipeline = Depends(pipeline)) -> dict:
+    """Passages for a query, best first."""
+    if not q.strip():
+        raise HTTPException(422, "q: the query is empty")
+    return {"passages": [passage.to_dict() for passage in p.retriever.search(q, k)]}
+
+
+@api.get("/api/documents", tags=["documents"])
+def documents(offset: int = Query(0, ge=0, le=2**62), limit: int = Query(100, ge=1, le=1000),
+              p: Pipeline = Depends(pipeline)) -> dict:
+    return {"documents": p.index.documents(offset, limit), "total": p.index.counts()[0]}
+
+
+@api.get("/api/documents/{doc_id:path}", tags=["documents"])
+def document(doc_id: str, p: Pipeline = Depends(pipeline)) -> dict:
+    """One article: ``text[start:end]`` equals the text of every citation of it."""
+    doc = p.index.document(doc_id)
+    if doc is None:
+        raise HTTPException(404, f"no document {doc_id!r}")
+    return {"doc_id": doc.doc_id, "title": doc.title, "text": doc.text, "source": doc.source,
+            "published": doc.published, "metadata": doc.metadata}
+
+
+@api.get("/api/starters", tags=["ui"])
+def starters(p: Pipeline = Depends(pipeline)) -> dict:
+    return {"questions": starter_questions(p.index)}
+
+
+def starter_questions(index: Index, limit: int = 4) -> list[str]:
+    """Questions drawn from the loaded articles: their own FAQ-style questions first, then titles."""
+    found: list[str] = []
+    docs = index.documents(limit=50)
+    for meta in docs:
+        doc = index.document(meta["doc_id"])
+        for s, e in split_sentences(doc.text):
+            sentence = doc.text[s:e]
+            if sentence.endswith("?") and 20 <= len(sentence) <= 110 and sentence not in found:
+                found.append(sentence)
+                break
+    for meta in docs:
+        if len(found) >= limit:
+            break
+        found.append(f"What does the article “{meta['title']}” report?")
+    return found[:limit]
+
+
+@ops.get("/healthz", tags=["ops"])
+def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@ops.get("/readyz", tags=["ops"])
+def readyz(state: ServiceState = Depends(service)) -> Response:
+    loaded = state.refresh()
+    if loaded is None:
+        return JSONResponse({"status": "not ready", "detail": state.load_error or "model or index not loaded"},
+                            status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+    m = loaded.index.manifest
+    return JSONResponse({"status": "ready", "documents": m.documents, "chunks": m.chunks,
+                         "generation": m.generation, "generator": loaded.answerer.generator.name})
+
+
+@ops.get("/metrics", tags=["ops"])
+def metrics(state: ServiceState = Depends(service)) -> Response:
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@ops.get("/", include_in_schema=False)
+def index_page() -> FileResponse:
+    return FileResponse(STATIC / "index.html")
