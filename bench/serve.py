@@ -26,6 +26,9 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from rag.eval.stats import percentile  # noqa: E402  (one definition of p50/p95/p99 for every report)
 
 
 def free_port() -> int:
@@ -69,11 +72,6 @@ def questions(base: str, n: int, seed: int = 7) -> list[str]:
             break
     rng = random.Random(seed)
     return [f"What happened: {d['title']}?" for d in rng.choices(docs, k=n)]
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def main() -> None:
@@ -120,8 +118,8 @@ def main() -> None:
     print(f"throughput    {len(results) / wall:.1f} req/s")
     print(f"CPU           server {server_cpu / len(results) * 1000:.1f} ms, load generator "
           f"{client_cpu / len(results) * 1000:.1f} ms per request (same {os.cpu_count()} cores)")
-    print(f"latency       p50 {pct(latencies, .5):.1f} ms · p95 {pct(latencies, .95):.1f} ms · "
-          f"p99 {pct(latencies, .99):.1f} ms · mean {statistics.fmean(latencies):.1f} ms")
+    print(f"latency       p50 {percentile(latencies, .5):.1f} ms · p95 {percentile(latencies, .95):.1f} ms · "
+          f"p99 {percentile(latencies, .99):.1f} ms · mean {statistics.fmean(latencies):.1f} ms")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -20,6 +21,23 @@ from rag.text import MARKER, content_terms, numbers, split_sentences, term_cover
 
 MIN_CLAIM_WORDS = 4
 _TRAILING_PUNCT = re.compile(r"([.!?…]+[\"'”’)]*)$")
+
+
+class DocSentence(NamedTuple):
+    """A sentence of a cited passage, in document offsets."""
+
+    start: int
+    end: int
+    text: str
+
+
+class Support(NamedTuple):
+    """How well a passage sentence supports a claim: 0.5 · coverage + 0.5 · cosine, and the coverage alone."""
+
+    start: int
+    end: int
+    support: float
+    coverage: float
 
 
 @dataclass(frozen=True)
@@ -79,7 +97,8 @@ class CitationVerifier:
         claims = parse_claims(draft)
         if not claims or not passages:
             return "", []
-        spans = [[(p.start + s, p.start + e, p.text[s:e]) for s, e in split_sentences(p.text)] for p in passages]
+        spans = [[DocSentence(p.start + s, p.start + e, p.text[s:e]) for s, e in split_sentences(p.text)]
+                 for p in passages]
         if all(self._quoted(claim, passages) for claim in claims):
             claim_vecs, sentence_vecs = self._quote_vectors(claims, spans)
         else:
@@ -94,19 +113,19 @@ class CitationVerifier:
             seen.add(claim.text)
             valid = [n for n in dict.fromkeys(claim.markers) if 1 <= n <= len(passages)]
             candidates = valid or list(range(1, len(passages) + 1))
-            supported = []
+            supported: list[tuple[int, Support]] = []
             for n in candidates:
                 best = self._best_sentence(claim, claim_vecs[ci], spans[n - 1], sentence_vecs[n - 1],
                                            passages[n - 1].text)
-                if best is not None and best[2] >= self.threshold and best[3] >= self.min_coverage:
+                if best is not None and best.support >= self.threshold and best.coverage >= self.min_coverage:
                     supported.append((n, best))
             if not valid and supported:  # an unmarked claim: attach its single best source
-                supported = [max(supported, key=lambda item: item[1][2])]
+                supported = [max(supported, key=lambda item: item[1].support)]
             if not supported:
                 continue
             new_numbers = []
-            for n, (start, end, _, _) in supported:
-                key = (n, start, end)
+            for n, best in supported:
+                key = (n, best.start, best.end)
                 renumber.setdefault(key, len(renumber) + 1)
                 new_numbers.append(renumber[key])
             kept_sentences.append(with_markers(claim.text, list(dict.fromkeys(new_numbers))))
@@ -119,21 +138,21 @@ class CitationVerifier:
                    for n in claim.markers)
 
     @staticmethod
-    def _quote_vectors(claims: list[Claim], spans: list[list[tuple[int, int, str]]]):
+    def _quote_vectors(claims: list[Claim], spans: list[list[DocSentence]]):
         """Verbatim quotes need no embedding: a quote supports itself (cosine 1), nothing else counts."""
         claim_vecs = np.eye(len(claims), dtype=np.float32)
         per_passage = []
         for ss in spans:
             vecs = np.zeros((len(ss), len(claims)), dtype=np.float32)
-            for row, (_, _, text) in enumerate(ss):
+            for row, sentence in enumerate(ss):
                 for ci, claim in enumerate(claims):
-                    if claim.text.rstrip(".!?") in text:
+                    if claim.text.rstrip(".!?") in sentence.text:
                         vecs[row, ci] = 1.0
             per_passage.append(vecs)
         return claim_vecs, per_passage
 
-    def _vectors(self, claims: list[Claim], spans: list[list[tuple[int, int, str]]]):
-        texts = [c.text for c in claims] + [t for ss in spans for _, _, t in ss]
+    def _vectors(self, claims: list[Claim], spans: list[list[DocSentence]]):
+        texts = [c.text for c in claims] + [s.text for ss in spans for s in ss]
         vecs = self._encode(texts) if texts else np.zeros((0, 1))
         claim_vecs, rest = vecs[:len(claims)], vecs[len(claims):]
         per_passage, offset = [], 0
@@ -143,16 +162,18 @@ class CitationVerifier:
         return claim_vecs, per_passage
 
     @staticmethod
-    def _best_sentence(claim: Claim, claim_vec, sentences, vectors, passage_text: str):
+    def _best_sentence(claim: Claim, claim_vec: np.ndarray, sentences: list[DocSentence], vectors: np.ndarray,
+                       passage_text: str) -> Support | None:
+        """The passage sentence that supports the claim best; None when the claim states a number it lacks."""
         if not sentences:
             return None
         if not numbers(claim.text) <= numbers(passage_text):
             return None
         terms = content_terms(claim.text)
         best = None
-        for (start, end, text), vec in zip(sentences, vectors):
-            coverage = term_coverage(terms, set(content_terms(text)))
+        for sentence, vec in zip(sentences, vectors):
+            coverage = term_coverage(terms, set(content_terms(sentence.text)))
             support = 0.5 * coverage + 0.5 * float(vec @ claim_vec)
-            if best is None or support > best[2]:
-                best = (start, end, support, coverage)
+            if best is None or support > best.support:
+                best = Support(sentence.start, sentence.end, support, coverage)
         return best

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -94,10 +95,57 @@ def _combine(cosine: float, coverage: float, type_match: float, kind: str | None
     return score * STRICT_TYPE_PENALTY if kind in STRICT_TYPES and not type_match else score
 
 
+class _Stemmed(NamedTuple):
+    """A sentence of a passage (passage offsets) with its stemmed content terms."""
+
+    start: int
+    end: int
+    text: str
+    terms: set[str]
+
+
+class _PassageTerms(NamedTuple):
+    title: set[str]
+    sentences: list[_Stemmed]
+
+
+class _Rough(NamedTuple):
+    """A candidate sentence scored with its passage's cosine standing in for its own."""
+
+    score: float
+    passage: int
+    start: int
+    end: int
+    text: str
+    coverage: float
+    type_match: float
+
+
+def _stem(passage: Passage) -> _PassageTerms:
+    """Stem every sentence once; the passage-level sets are unions of these."""
+    sentences = [_Stemmed(a, b, passage.text[a:b], set(content_terms(passage.text[a:b])))
+                 for a, b in split_sentences(passage.text)]
+    return _PassageTerms(set(content_terms(passage.title)), sentences)
+
+
+def _missing(question: str, passages: list[Passage], stemmed: list[_PassageTerms]) -> list[str]:
+    """Names and numbers of the question that no retrieved passage mentions."""
+    passage_terms = set().union(*(t.title | set().union(*(s.terms for s in t.sentences)) for t in stemmed)) \
+        if stemmed else set()
+    missing = [e for e in entities(question) if not set(content_terms(e)) <= passage_terms]
+    passage_numbers = set().union(*(numbers(p.text) for p in passages)) if passages else set()
+    return missing + sorted(numbers(question) - passage_numbers)
+
+
 class EvidenceScorer:
     """Scores the sentences of retrieved passages against a question.
 
     Sentence vectors come from a shared ``VectorCache``: the same passages come back often.
+
+    Args:
+        cache: sentence vectors (stored ones from ingest first).
+        idf: weight of a stemmed question term (the index's BM25 idf); all 1.0 without it.
+        embed_top: how many of the best rough candidates are scored with their own vector.
     """
 
     def __init__(self, cache: VectorCache, idf: Callable[[str], float] | None = None, embed_top: int = EMBED_TOP):
@@ -105,35 +153,32 @@ class EvidenceScorer:
         self.idf = idf or (lambda term: 1.0)
 
     def score(self, question: str, qvec: np.ndarray, passages: list[Passage]) -> Evidence:
+        stemmed = [_stem(p) for p in passages]
+        rough = sorted(self._rough(question, passages, stemmed), key=lambda r: (-r.score, r.passage, r.start))
+        top = rough[:self.embed_top]
+        cosines = list(self.cache.vectors([sentence_head(r.text) for r in top]) @ qvec) if top else []
+        # Beyond the embedded few, a sentence's cosine is its passage's (no model call).
+        cosines += [passages[r.passage].score for r in rough[len(top):]]
+        kind = answer_type(question)
+        found = [Sentence(r.passage, passages[r.passage].start + r.start, passages[r.passage].start + r.end, r.text,
+                          float(cos), r.coverage, r.type_match,
+                          round(_combine(float(cos), r.coverage, r.type_match, kind), 4))
+                 for r, cos in zip(rough, cosines)]
+        found.sort(key=lambda s: (-s.score, s.passage, s.start))
+        return Evidence(found, _missing(question, passages, stemmed))
+
+    def _rough(self, question: str, passages: list[Passage], stemmed: list[_PassageTerms]) -> list[_Rough]:
+        """Every answer-like sentence, scored without a model call."""
         q_terms = list(dict.fromkeys(content_terms(question)))
         weights = {t: self.idf(t) for t in q_terms}
         kind = answer_type(question)
-        # Stem every sentence once; the passage-level sets are unions of these.
-        split = []
-        for p in passages:
-            title = set(content_terms(p.title))
-            sentences = [(a, b, p.text[a:b], set(content_terms(p.text[a:b]))) for a, b in split_sentences(p.text)]
-            split.append((title, sentences))
-        passage_terms = set().union(*(t | set().union(*(x[3] for x in ss)) for t, ss in split)) if split else set()
-        missing = [e for e in entities(question) if not set(content_terms(e)) <= passage_terms]
-        passage_numbers = set().union(*(numbers(p.text) for p in passages)) if passages else set()
-        missing += sorted(numbers(question) - passage_numbers)
-        rough = []  # (score with the passage's cosine standing in for the sentence's, passage, span, ...)
-        for i, (p, (title, sentences)) in enumerate(zip(passages, split)):
+        rough = []
+        for i, (p, (title, sentences)) in enumerate(zip(passages, stemmed)):
             context = title
-            for s, e, text, terms in sentences:
-                if is_answer_like(text):
-                    cov = _coverage(q_terms, terms, context, weights)
-                    tm = _type_match(kind, text, question)
-                    rough.append((_combine(p.score, cov, tm, kind), i, s, e, text, cov, tm))
-                context = terms | title  # the sentence before, and the title, give half credit
-        rough.sort(key=lambda r: (-r[0], r[1], r[2]))
-        top = rough[:self.embed_top]
-        cosines = list(self.cache.vectors([sentence_head(r[4]) for r in top]) @ qvec) if top else []
-        # Beyond the embedded few, a sentence's cosine is its passage's (no model call).
-        cosines += [passages[r[1]].score for r in rough[len(top):]]
-        found = [Sentence(i, passages[i].start + s, passages[i].start + e, text, float(cos), cov, tm,
-                          round(_combine(float(cos), cov, tm, kind), 4))
-                 for (_, i, s, e, text, cov, tm), cos in zip(rough, cosines)]
-        found.sort(key=lambda s: (-s.score, s.passage, s.start))
-        return Evidence(found, missing)
+            for s in sentences:
+                if is_answer_like(s.text):
+                    cov = _coverage(q_terms, s.terms, context, weights)
+                    tm = _type_match(kind, s.text, question)
+                    rough.append(_Rough(_combine(p.score, cov, tm, kind), i, s.start, s.end, s.text, cov, tm))
+                context = s.terms | title  # the sentence before, and the title, give half credit
+        return rough

@@ -14,7 +14,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from rag.retrieval.retriever import IndexRetriever
+from rag.eval.stats import percentile
+from rag.retrieval.retriever import Retriever
 
 
 def load_queries(folder: Path) -> dict[str, str]:
@@ -64,7 +65,7 @@ def doc_ranking(doc_ids: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(doc_ids))
 
 
-def evaluate(retriever: IndexRetriever, queries: dict[str, str], qrels: dict[str, dict[str, int]],
+def evaluate(retriever: Retriever, queries: dict[str, str], qrels: dict[str, dict[str, int]],
              depth: int = 100, latency_k: int = 10) -> dict[str, float]:
     """Flat metrics over the judged queries, plus query latency at ``latency_k`` passages (embedding included)."""
     scores: dict[str, list[float]] = {"ndcg@10": [], "recall@10": [], "recall@100": [], "mrr@10": []}
@@ -82,7 +83,6 @@ def evaluate(retriever: IndexRetriever, queries: dict[str, str], qrels: dict[str
         scores["recall@100"].append(recall_at(ranked, relevant, 100))
         scores["mrr@10"].append(mrr_at(ranked, relevant, 10))
     result = {name: round(statistics.fmean(values), 4) for name, values in scores.items() if values}
-    ordered = sorted(latencies)
-    result.update({"queries": len(latencies), "latency_p50_ms": round(ordered[len(ordered) // 2], 2),
-                   "latency_p95_ms": round(ordered[int(0.95 * (len(ordered) - 1))], 2)})
+    result.update({"queries": len(latencies), "latency_p50_ms": round(percentile(latencies, 0.5), 2),
+                   "latency_p95_ms": round(percentile(latencies, 0.95), 2)})
     return result

@@ -23,9 +23,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from rag.answer.answering import Answerer
+from rag.eval.stats import percentile
 from rag.records import Answer, Turn
 from rag.retrieval.retriever import Retriever
 from rag.settings import Settings
@@ -215,13 +216,6 @@ def _failures(row: Row, case: Case) -> list[str]:
     return problems
 
 
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
-
-
 def metrics(rows: list[Row]) -> dict[str, float]:
     """Flat, namespaced metrics (primary: ``answer/accuracy``)."""
     answerable = [r for r in rows if not r.should_abstain]
@@ -247,8 +241,8 @@ def metrics(rows: list[Row]) -> dict[str, float]:
         "abstention/precision": share([r for r in abstained if r.should_abstain], abstained),
         "abstention/recall": share([r for r in unanswerable if r.abstained], unanswerable),
         "abstention/false_rate": share([r for r in answerable if r.abstained], answerable),
-        "latency/p50_ms": _pct([r.latency_ms for r in rows], 0.5),
-        "latency/p95_ms": _pct([r.latency_ms for r in rows], 0.95),
+        "latency/p50_ms": round(percentile([r.latency_ms for r in rows], 0.5), 2),
+        "latency/p95_ms": round(percentile([r.latency_ms for r in rows], 0.95), 2),
         "count/questions": len(rows),
         "count/answerable": len(answerable),
         "count/unanswerable": len(unanswerable),
@@ -358,7 +352,16 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def calibrate(rows: list[Row]) -> tuple[float, list[tuple[float, float, float, float]]]:
+class SweepPoint(NamedTuple):
+    """The eval set's outcome had the abstention threshold been ``threshold``."""
+
+    threshold: float
+    accuracy: float
+    abstention_recall: float
+    false_abstention: float
+
+
+def calibrate(rows: list[Row]) -> tuple[float, list[SweepPoint]]:
     """Sweep the abstention threshold over rows scored with abstention off (threshold -1).
 
     Picks the threshold that handles the most questions right (answerable: answered correctly;
@@ -373,7 +376,8 @@ def calibrate(rows: list[Row]) -> tuple[float, list[tuple[float, float, float, f
         acc = sum(1 for r in answerable if id(r) not in refused and r.correct) / max(1, len(answerable))
         rec = sum(1 for r in unanswerable if id(r) in refused) / max(1, len(unanswerable))
         false = sum(1 for r in answerable if id(r) in refused) / max(1, len(answerable))
-        sweep.append((t, round(acc, 4), round(rec, 4), round(false, 4)))
+        sweep.append(SweepPoint(t, round(acc, 4), round(rec, 4), round(false, 4)))
     n_a, n_u = len(answerable), len(unanswerable)
-    best = max(sweep, key=lambda s: (round(s[1] * n_a + s[2] * n_u), s[2], -s[0]))
-    return best[0], sweep
+    best = max(sweep, key=lambda s: (round(s.accuracy * n_a + s.abstention_recall * n_u), s.abstention_recall,
+                                     -s.threshold))
+    return best.threshold, sweep

@@ -1,6 +1,6 @@
 """Load article files into normalised ``Document`` records.
 
-Formats (DESIGN.md "Corpus file formats"): ``.md``/``.txt`` with optional YAML front matter or a
+Formats (README "Corpus formats"): ``.md``/``.txt`` with optional YAML front matter or a
 first-line title, ``.html`` through trafilatura, ``.json``/``.jsonl`` records (``id`` or BEIR ``_id``).
 A file that cannot be read is reported as a ``Skipped`` entry and the load goes on.
 """
@@ -21,7 +21,6 @@ from rag.records import Document, Skipped
 TEXT_SUFFIXES = {".md", ".markdown", ".txt"}
 HTML_SUFFIXES = {".html", ".htm"}
 JSON_SUFFIXES = {".json", ".jsonl"}
-SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | JSON_SUFFIXES
 # A corpus folder's own README/LICENSE describes the folder; it is not an article.
 FOLDER_DOC_STEMS = {"readme", "license", "licence", "changelog"}
 MAX_TITLE_CHARS = 200

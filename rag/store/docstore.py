@@ -95,7 +95,7 @@ class DocStore:
         rows = self._rows(
             f'SELECT c.id, c.chunk_id, c.doc_id, c.ordinal, c.start, c."end", c.text, c.n_tokens, d.title '
             f"FROM chunks c JOIN documents d USING (doc_id) WHERE c.id IN ({marks})", tuple(ids))
-        return {r[0]: StoredChunk(r[0], Chunk(*r[1:8]), r[8]) for r in rows}
+        return {r[0]: StoredChunk(r[0], Chunk(*r[1:8]), title=r[8]) for r in rows}
 
     def iter_chunk_texts(self) -> Iterator[ChunkText]:
         """(id, title, text) of every chunk in id order, for building the lexical index."""
@@ -108,13 +108,13 @@ class DocStore:
                           "WHERE doc_id = ?", (doc_id,))
         if not rows:
             return None
-        r = rows[0]
-        return Document(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]))
+        doc_id, title, text, source, published, metadata = rows[0]
+        return Document(doc_id, title, text, source, published, json.loads(metadata))
 
     def documents(self, offset: int = 0, limit: int = 100) -> list[dict]:
         rows = self._rows(
             "SELECT d.doc_id, d.title, d.source, d.published, LENGTH(d.text), "
             "(SELECT COUNT(*) FROM chunks c WHERE c.doc_id = d.doc_id) FROM documents d "
             "ORDER BY d.doc_id LIMIT ? OFFSET ?", (limit, offset))
-        return [{"doc_id": r[0], "title": r[1], "source": r[2], "published": r[3], "chars": r[4],
-                 "chunks": r[5]} for r in rows]
+        keys = ("doc_id", "title", "source", "published", "chars", "chunks")
+        return [dict(zip(keys, row)) for row in rows]
