@@ -1,16 +1,49 @@
-"""Shared fixtures: the real packaged model (loaded once per session) and small corpora."""
+"""Shared fixtures: the real packaged model (loaded once per session) and small corpora.
+
+Isolation: a developer's ``.env`` and ``RAG_*`` variables never reach a test, and nothing is written
+into the repository's ``index/``. ``RAG_*`` variables are dropped when this file loads, and the
+session runs in an empty temporary working directory, so relative defaults (``index/default``,
+``index/.models``, ``.env``) resolve there. Repository files are named through ``REPO``.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from rag.embedding.transformer import SentenceTransformerEmbedder
 from rag.ingest.chunking import Chunker
-from rag.settings import PROJECT_ROOT, Settings
+from rag.records import Passage
+from rag.settings import Settings
+from tests.ci_strict import pytest_sessionfinish  # noqa: F401  (a hook: under CI=true a skip fails the run)
 
-ARTICLES = PROJECT_ROOT / "data" / "articles"
+REPO = Path(__file__).resolve().parent.parent
+ARTICLES = REPO / "data" / "articles"
+QUESTIONS = REPO / "eval" / "questions.jsonl"
+PROMPTS = REPO / "prompts"
+
+for _name in [k for k in os.environ if k.startswith("RAG_")]:
+    del os.environ[_name]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="rag-tests-"))
+    config.stash[_WORKDIR] = workdir
+    os.chdir(workdir)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    workdir = config.stash.get(_WORKDIR, None)
+    if workdir is not None:
+        os.chdir(config.invocation_params.dir)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+_WORKDIR = pytest.StashKey[Path]()
 
 
 @pytest.fixture(scope="session")
@@ -36,9 +69,34 @@ def write_article(folder: Path, name: str, title: str, body: str) -> Path:
     return path
 
 
+TOPICS = {
+    "rice": ("Rice harvest", "Farmers in Battambang brought in a record rice harvest this season. "
+             "Exporters expect shipments to Europe to rise sharply next year."),
+    "rail": ("New railway", "A railway line linking Phnom Penh to the Thai border reopened after decades. "
+             "Freight trains now carry cement and fuel along the route."),
+    "bank": ("Central bank", "The central bank kept its policy rate unchanged in March. "
+             "Officials said inflation was under control despite higher fuel prices."),
+    "temple": ("Temple restoration", "Archaeologists finished restoring a collapsed gallery at a temple in Siem Reap. "
+               "The work took eleven years and used the original sandstone blocks."),
+}
+
+
+def write_corpus(folder: Path, extra: dict[str, tuple[str, str]] | None = None) -> Path:
+    """Four short articles on distinct topics (``TOPICS``), plus ``extra`` ones, as Markdown files."""
+    for name, (title, body) in {**TOPICS, **(extra or {})}.items():
+        write_article(folder, name, title, body)
+    return folder
+
+
+def make_passage(n: int, text: str, start: int = 0) -> Passage:
+    """Passage ``n`` of a made-up document ``doc<n>`` whose text at ``start`` is ``text``."""
+    return Passage(f"doc{n}", f"Doc {n}", f"doc{n}#0", start, start + len(text), text, 0.5)
+
+
 @pytest.fixture(scope="session")
 def query_embedder():
-    """What `rag serve` answers with: the int8 ONNX copy of the same model (default settings)."""
+    """What `rag serve` answers with: the int8 ONNX copy of the same model (default settings; exported
+    into this session's working directory)."""
     from rag.embedding.factory import build_query_embedder
 
     return build_query_embedder(Settings())

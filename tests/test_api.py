@@ -1,4 +1,4 @@
-"""The HTTP contract against a real uvicorn server on loopback (DESIGN.md "HTTP contract")."""
+"""The HTTP contract (README "What you get" and "Using it") against a real uvicorn server on loopback."""
 
 from __future__ import annotations
 
@@ -225,3 +225,17 @@ def test_schema_fuzzing_finds_no_server_error(live_server):
     done = subprocess.run([cli, "run", f"{live_server.url}/openapi.json", "--checks", "not_a_server_error",
                            "--max-examples", "25", "--seed", "1"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:]
+
+
+def test_stage_metrics_split_an_answers_time_between_retrieval_evidence_and_generation():
+    from rag.records import Answer
+    from rag.serve.metrics import Metrics
+
+    metrics = Metrics()
+    timings = {"condense": 1.0, "retrieve": 2.0, "evidence": 3.0, "generate": 4.0, "total": 15.0}
+    metrics.observe_answer(Answer("a [1].", False, [], "extractive", timings))
+    value = metrics.registry.get_sample_value
+    assert value("rag_retrieval_seconds_sum") == pytest.approx(0.003)
+    assert value("rag_evidence_seconds_sum") == pytest.approx(0.003)
+    # generating (4 ms) and verifying the draft's citations (the 5 ms the total leaves unaccounted)
+    assert value("rag_generation_seconds_sum") == pytest.approx(0.009)

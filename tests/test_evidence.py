@@ -1,0 +1,67 @@
+"""Evidence scoring: which sentences of the retrieved passages answer the question, and how well."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag.answer.evidence import EvidenceScorer, answer_type
+from rag.embedding.cache import VectorCache
+from tests.conftest import make_passage
+
+
+@pytest.mark.parametrize("question, kind", [
+    ("When did the CKFTA become law?", "date"),
+    ("Which relationship is older: Cambodia's ties with Pakistan or with South Korea?", "date"),  # age → a year
+    ("How old are the ties with Pakistan?", "date"),
+    ("How many Cambodians live in Korea?", "quantity"),
+    ("Who leads Cambodia's new government?", "person"),
+    ("Where is the new embassy?", "place"),
+    ("What is the CKFTA expected to do?", None),
+])
+def test_answer_type_of_a_question(question, kind):
+    assert answer_type(question) == kind
+
+
+@pytest.fixture(scope="module")
+def scorer(embedder) -> EvidenceScorer:
+    return EvidenceScorer(VectorCache(embedder))
+
+
+PASSAGES = [make_passage(1, "Relations were established in 1952. Trade has grown since then, officials said.", start=10),
+            make_passage(2, "Why does it matter? The embassy will serve students and traders alike.", start=500)]
+
+
+def _score(scorer, embedder, question):
+    return scorer.score(question, embedder.encode_query(question), PASSAGES)
+
+
+def test_sentences_carry_document_offsets_and_the_best_comes_first(scorer, embedder):
+    evidence = _score(scorer, embedder, "When were relations established?")
+    best = evidence.sentences[0]
+    assert best.text == "Relations were established in 1952." and best.passage == 0
+    assert PASSAGES[0].text[best.start - 10:best.end - 10] == best.text
+    assert evidence.best == best.score == max(s.score for s in evidence.sentences)
+    assert [s.score for s in evidence.sentences] == sorted((s.score for s in evidence.sentences), reverse=True)
+
+
+def test_questions_and_short_headings_are_never_evidence(scorer, embedder):
+    texts = {s.text for s in _score(scorer, embedder, "Why does the embassy matter?").sentences}
+    assert "Why does it matter?" not in texts and "The embassy will serve students and traders alike." in texts
+
+
+def test_a_date_question_marks_down_a_sentence_without_a_date(scorer, embedder):
+    evidence = _score(scorer, embedder, "When has trade grown?")
+    by_text = {s.text: s for s in evidence.sentences}
+    assert by_text["Relations were established in 1952."].type_match == 1.0
+    assert by_text["Trade has grown since then, officials said."].type_match == 0.0
+
+
+def test_names_and_numbers_the_passages_lack_are_reported_missing(scorer, embedder):
+    evidence = _score(scorer, embedder, "Did Vietnam sign anything with Cambodia in 1999?")
+    assert evidence.missing_entities == ["Vietnam", "Cambodia", "1999"]
+    assert _score(scorer, embedder, "When were relations established?").missing_entities == []
+
+
+def test_no_passages_no_evidence(scorer, embedder):
+    evidence = scorer.score("Anything?", embedder.encode_query("Anything?"), [])
+    assert (evidence.sentences, evidence.best, evidence.missing_entities) == ([], 0.0, [])

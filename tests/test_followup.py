@@ -1,0 +1,82 @@
+"""Follow-up questions become standalone questions, so retrieval sees what "it" and "they" refer to."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag.answer.followup import Condenser, needs_context, referent, rewrite_deterministic, subject_of
+from rag.answer.generation.extractive import ExtractiveGenerator
+from rag.answer.prompts import PromptLibrary
+from rag.records import Turn
+from tests.conftest import PROMPTS
+
+CKFTA = [Turn("user", "What is the Cambodia-Korea Free Trade Agreement?"), Turn("assistant", "…")]
+
+
+class TestRewrite:
+    def test_pronoun_is_replaced_by_the_previous_subject(self):
+        assert rewrite_deterministic("When did it become law?", CKFTA) == \
+            "When did the Cambodia-Korea Free Trade Agreement become law?"
+
+    def test_a_possessive_pronoun_becomes_a_possessive(self):
+        assert rewrite_deterministic("What are its main tariffs?", CKFTA) == \
+            "What are the Cambodia-Korea Free Trade Agreement's main tariffs?"
+
+    def test_an_ellipsis_gets_the_subject_appended(self):
+        assert rewrite_deterministic("And what about rice?", CKFTA) == \
+            "And what about rice? (the Cambodia-Korea Free Trade Agreement)"
+
+    def test_self_contained_question_is_left_alone(self):
+        history = [Turn("user", "What is the CKFTA?"), Turn("assistant", "…")]
+        assert rewrite_deterministic("When did Cambodia and Pakistan establish relations?", history) == \
+            "When did Cambodia and Pakistan establish relations?"
+
+    def test_after_which_or_who_the_referent_is_the_name_the_answer_introduced(self):
+        history = [Turn("user", "Which country is opening an embassy in Islamabad?"),
+                   Turn("assistant", "It is Cambodia, which is opening a resident embassy there [1].")]
+        assert referent(history) == "Cambodia"
+
+    @pytest.mark.parametrize("question, expected", [
+        ("What is the Cambodia-Korea Free Trade Agreement?", "the Cambodia-Korea Free Trade Agreement"),
+        ("How many people live in Pakistan?", "people live in Pakistan"),
+        ("Why?", "Why"),
+    ])
+    def test_subject_of_a_question(self, question, expected):
+        assert subject_of(question) == expected
+
+    @pytest.mark.parametrize("question, expected", [
+        ("When did it become law?", True), ("And the rice trade?", True), ("Why?", True),
+        ("When did Cambodia and Pakistan establish relations?", False),
+    ])
+    def test_which_questions_lean_on_the_conversation(self, question, expected):
+        assert needs_context(question) is expected
+
+
+class TestCondenser:
+    def test_without_history_the_question_is_kept(self):
+        assert Condenser(PromptLibrary(PROMPTS)).condense("When did it become law?", []) == "When did it become law?"
+
+    def test_a_generator_that_cannot_write_falls_back_to_the_rewrite_rule(self):
+        condenser = Condenser(PromptLibrary(PROMPTS), ExtractiveGenerator())
+        assert condenser.condense("When did it become law?", CKFTA) == \
+            "When did the Cambodia-Korea Free Trade Agreement become law?"
+
+
+CONVERSATIONS = [
+    ("What is the Cambodia-Korea Free Trade Agreement?", "When did it become law?", "January 29, 2022"),
+    ("Which organisation is Pakistan a key member of?", "How does strengthening ties with it help Cambodia?",
+     "image and influence within the Islamic world"),
+    ("What does South Korea export to Cambodia?", "And what does it mainly import from Cambodia?", "clothing and footwear"),
+    ("Which relationship of Cambodia worries Seoul?", "What should Cambodia do about it?", "clearly define its relationship"),
+    ("When were relations between Cambodia and South Korea re-established?",
+     "How much did their bilateral trade reach in the first ten months of 2022?", "$920 million"),
+    ("What status has Pakistan long sought with ASEAN?", "What role can Cambodia play in that?", "pivotal role"),
+]
+
+
+@pytest.mark.parametrize("first, follow_up, fact", CONVERSATIONS)
+def test_two_turn_conversations_answer_the_follow_up(answerer, first, follow_up, fact):
+    one = answerer.answer(first)
+    two = answerer.answer(follow_up, [Turn("user", first), Turn("assistant", one.answer)])
+    assert two.standalone_question != follow_up
+    assert not two.abstained and fact in two.answer, two.standalone_question
