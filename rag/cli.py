@@ -210,7 +210,9 @@ def eval_(files: Annotated[list[Path] | None, typer.Argument(help="Question file
     settings = _settings(index)
     if calibrate_:
         settings = settings.model_copy(update={"abstain_threshold": -1.0})
-    files = files or sorted((Path(__file__).resolve().parent.parent / "eval").glob("*.jsonl"))
+    files = files or sorted(Path("eval").glob("*.jsonl"))
+    if not files:
+        _fail("no question files: pass FILE ... or run where eval/*.jsonl is")
     try:
         cases = ev.load_cases(files)
     except (OSError, ValueError, KeyError) as exc:

@@ -1,4 +1,9 @@
-"""All knobs in one place: built once (env prefix ``RAG_``) and passed down explicitly."""
+"""All knobs in one place: built once (env prefix ``RAG_``) and passed down explicitly.
+
+Relative paths resolve against the working directory, as for any command-line tool: `rag ingest` in
+an empty folder writes ``index/default`` there. Prompts and the demo articles ship with the package
+(``rag.resources``).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rag.resources import bundled, default_articles
 from rag.retrieval.fusion import Fusion, RetrievalMode
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Settings(BaseSettings):
@@ -24,8 +28,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAG_", env_file=".env", extra="ignore")
 
     # Corpus and index
-    articles_dir: Path = Field(PROJECT_ROOT / "data" / "articles", description="Default corpus folder.")
-    index_dir: Path = Field(PROJECT_ROOT / "index" / "default", description="Default index folder.")
+    articles_dir: Path = Field(default_factory=default_articles, description="Default corpus folder: data/articles "
+                               "under the working directory, else the demo articles that ship with the package.")
+    index_dir: Path = Field(Path("index/default"), description="Default index folder.")
 
     # Chunking (tiktoken cl100k_base tokens)
     chunk_tokens: int = Field(200, ge=16, le=2000, description="Target chunk size in tokens.")
@@ -45,7 +50,7 @@ class Settings(BaseSettings):
     query_int8: bool = Field(True, description="Answer time runs an int8 copy of the ONNX export (2.4x faster, README).")
     sentence_vectors: bool = Field(True, description="Ingest embeds every sentence with the answer-time model, "
                                    "so answers embed only the question (README: Benchmarks).")
-    model_cache_dir: Path = Field(PROJECT_ROOT / "index" / ".models", description="Where the ONNX export is cached.")
+    model_cache_dir: Path = Field(Path("index/.models"), description="Where the ONNX export is cached.")
 
     # Retrieval
     top_k: int = Field(5, ge=1, le=50)
@@ -69,7 +74,8 @@ class Settings(BaseSettings):
     evidence_embed_top: int = Field(3, ge=0, le=64, description="Sentences embedded per answer for evidence (README: trade-off).")
     context_tokens: int = Field(1500, ge=100, description="Token budget for passages in a prompt.")
     max_answer_sentences: int = Field(3, ge=1, le=10)
-    prompts_dir: Path = PROJECT_ROOT / "prompts"
+    prompts_dir: Path = Field(default_factory=lambda: bundled("prompts"), description="Prompt templates "
+                              "(system.txt, answer.txt, condense.txt); default: those that ship with the package.")
     openai_base_url: str = "http://127.0.0.1:8080/v1"
     openai_model: str = "local"
     openai_api_key: str = "not-needed"
@@ -86,5 +92,5 @@ class Settings(BaseSettings):
     max_body_bytes: int = 64 * 1024
 
     # Evaluation
-    eval_thresholds: Path = PROJECT_ROOT / "eval" / "thresholds.json"
-    eval_reports_dir: Path = PROJECT_ROOT / "eval" / "reports"
+    eval_thresholds: Path = Path("eval/thresholds.json")
+    eval_reports_dir: Path = Path("eval/reports")

@@ -7,12 +7,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+from rag.settings import Settings
 from tests.conftest import REPO
 
 
 def test_no_rag_variable_or_dotenv_reaches_the_tests():
     assert not [k for k in os.environ if k.startswith("RAG_")]
     assert Path.cwd().resolve() != REPO and not Path(".env").exists()
+
+
+def test_default_paths_resolve_outside_the_repository():
+    settings = Settings()
+    for path in (settings.index_dir, settings.model_cache_dir, settings.eval_reports_dir):
+        assert REPO not in path.resolve().parents, path
 
 
 def _pytest(tmp_path: Path, body: str, ci: str | None) -> subprocess.CompletedProcess:

@@ -1,4 +1,4 @@
-"""A local GGUF model through llama-cpp-python (optional extra ``rag[llm]``)."""
+"""A local GGUF model through llama-cpp-python (optional extra ``grounded-news-qa[llm]``)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class LlamaCppGenerator:
         try:
             from llama_cpp import Llama
         except ImportError as exc:
-            raise GeneratorUnavailable("llama-cpp-python is not installed: pip install 'rag[llm]'") from exc
+            raise GeneratorUnavailable("llama-cpp-python is not installed: pip install 'grounded-news-qa[llm]'") from exc
         path = model_path or default_gguf()
         if not Path(path).is_file():
             raise GeneratorUnavailable(f"GGUF model not found: {path}")
