@@ -310,7 +310,7 @@ def eval_beir(folder: Annotated[Path, typer.Argument(help="BEIR folder: corpus.j
     settings = _settings(index or Path("index") / f"beir-{folder.resolve().name}")
     if mode:
         try:
-            settings = settings.model_copy(update={"retrieval_mode": RetrievalMode.from_str(mode)})
+            settings = settings.model_copy(update={"retrieval_mode": RetrievalMode.from_str(mode).value})
         except ValueError:
             _fail("--mode must be dense, bm25 or hybrid")
     verb = "building" if current_generation(settings.index_dir) is None else "updating"

@@ -14,7 +14,6 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rag.resources import bundled, default_articles
-from rag.retrieval.fusion import Fusion, RetrievalMode
 
 
 class Settings(BaseSettings):
@@ -54,8 +53,9 @@ class Settings(BaseSettings):
 
     # Retrieval
     top_k: int = Field(5, ge=1, le=50)
-    retrieval_mode: RetrievalMode = RetrievalMode.HYBRID
-    fusion: Fusion = Field(Fusion.CONVEX, description="Hybrid fusion (chosen on SciFact train).")
+    # Strings at the configuration boundary; rag.retrieval.fusion's RetrievalMode and Fusion inside.
+    retrieval_mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
+    fusion: Literal["rrf", "convex"] = Field("convex", description="Hybrid fusion (chosen on SciFact train).")
     convex_alpha: float = Field(0.5, ge=0.0, le=1.0, description="Dense share in convex fusion.")
     rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant.")
     dense_weight: float = Field(1.0, ge=0.0)

@@ -16,7 +16,7 @@ from rag.answer.generation.extractive import ExtractiveGenerator
 from rag.answer.prompts import PromptLibrary
 from rag.embedding.cache import VectorCache
 from rag.embedding.model import Embedder
-from rag.retrieval.fusion import FusionParams
+from rag.retrieval.fusion import Fusion, FusionParams, RetrievalMode
 from rag.retrieval.retriever import IndexRetriever, Retriever
 from rag.settings import Settings
 from rag.store.index import Index
@@ -58,7 +58,8 @@ def sentence_cache(index: Index, embedder: Embedder) -> VectorCache:
 def build_retriever(index: Index, embedder: Embedder, settings: Settings,
                     cache: VectorCache | None = None) -> IndexRetriever:
     params = FusionParams(settings.convex_alpha, settings.rrf_k, settings.dense_weight, settings.bm25_weight)
-    return IndexRetriever(index, embedder, mode=settings.retrieval_mode, fusion=settings.fusion, params=params,
+    return IndexRetriever(index, embedder, mode=RetrievalMode.from_str(settings.retrieval_mode),
+                          fusion=Fusion.from_str(settings.fusion), params=params,
                           candidates=settings.candidates, rescore_top=settings.rescore_top,
                           rescore_weight=settings.rescore_weight, mmr_lambda=settings.mmr_lambda,
                           reranker_path=settings.reranker_path, cache=cache)
