@@ -32,10 +32,8 @@ import gzip
 import hashlib
 import json
 import logging
-import math
 import os
 import random
-import shutil
 import statistics
 import sys
 import time
@@ -48,18 +46,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-try:  # the sentence splitter is the product's own, so training and serving cut sentences alike
-    from rag.text import split_sentences
-except ImportError:  # pragma: no cover - before the text primitives moved
-    from rag.chunking import split_sentences
+# The product's own sentence splitter and candidate format: training and serving see sentences alike.
+from rag.answer.selector import PREV_CHARS, SEPARATOR, candidate_text  # noqa: E402
+from rag.text import split_sentences  # noqa: E402
 
 log = logging.getLogger("train.answer_selector")
 
 SQUAD = ROOT.parent / "shared" / "data" / "squad"
-SEPARATOR = " | "
-PREV_CHARS = 160  # the sentence before, at most this many trailing characters (tokens cost time)
-
-
 @dataclass(frozen=True)
 class Config:
     questions: int = 11000       # training questions (of ~70k); each gives ~6 pairs
@@ -75,6 +68,7 @@ class Config:
     seed: int = 13
     holdout_every: int = 10      # every n-th article (by title) is validation only
     val_questions: int = 1500
+    max_steps: int = 1500        # batches trained on (of ~2,100 the pairs make): fits the 90-minute budget
 
 
 # ---------------------------------------------------------------- data
@@ -88,12 +82,6 @@ class Sent:
     text: str
     prev: str        # the sentence before it in the paragraph ("" for the first)
     title: str
-
-
-def candidate_text(sentence: str, title: str, prev: str) -> str:
-    """What the cross-encoder reads for a candidate sentence (same function at answer time)."""
-    prev = prev[-PREV_CHARS:]
-    return SEPARATOR.join(part for part in (sentence, title, prev) if part)
 
 
 def load_squad() -> tuple[list[dict], set[str]]:
@@ -187,7 +175,7 @@ def build_pairs(cfg: Config, questions: list[Question], sents: list[Sent], by_pa
     ranked = bm25.top([q.text for q in questions], k=60)
     pairs = []
     for q, top in zip(questions, ranked):
-        def pair(i: int, label: float) -> None:
+        def pair(i: int, label: float, q: Question = q) -> None:
             s = sents[i]
             pairs.append((q.text, candidate_text(s.text, s.title, s.prev), label))
 
@@ -245,10 +233,11 @@ def train(cfg: Config, pairs, work: Path) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
     plan = batches(pairs, cfg, tokenizer, random.Random(cfg.seed))
-    steps = len(plan)
+    steps = min(len(plan), cfg.max_steps or len(plan))
     no_decay = ("bias", "LayerNorm.weight")
     groups = [
-        {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)], "weight_decay": cfg.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)],
+         "weight_decay": cfg.weight_decay},
         {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)], "weight_decay": 0.0},
     ]
     opt = torch.optim.AdamW(groups, lr=cfg.lr)
@@ -259,8 +248,9 @@ def train(cfg: Config, pairs, work: Path) -> Path:
         state = torch.load(ckpt, weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
         start = state["step"]
+        for _ in range(start):  # the schedule for this run's length (--max-steps may have changed it)
+            sched.step()
         log.info("resumed at step %d of %d", start, steps)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     model.train()
@@ -298,7 +288,7 @@ def export(model_dir: Path, target: Path, max_len: int) -> None:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from rag.onnx_embedding import quantize_onnx
+    from rag.embedding.onnx import quantize_onnx
 
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -323,42 +313,9 @@ def export(model_dir: Path, target: Path, max_len: int) -> None:
                           output_names=["logits"], dynamic_axes=axes, opset_version=17, dynamo=False)
     quantize_onnx(float_path, target)
     float_path.unlink()
-    shutil.copy(model_dir / "tokenizer.json", target.parent / "tokenizer.json")
 
 
 # ---------------------------------------------------------------- validation
-
-
-class OnnxScorer:
-    """Scores (question, candidate) pairs with the exported model, one pair per call.
-
-    Dynamic int8 quantization picks activation scales per call, so batching would make a pair's score
-    depend on its batch-mates; one pair per call keeps every score reproducible.
-    """
-
-    def __init__(self, folder: Path, max_len: int):
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 2
-        self.session = ort.InferenceSession(str(folder / "model.int8.onnx"), opts, providers=["CPUExecutionProvider"])
-        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        self.tokenizer.enable_truncation(max_len, strategy="only_second")
-        self.tokenizer.no_padding()
-
-    def logits(self, question: str, candidates: list[str]) -> list[float]:
-        out = []
-        for enc in self.tokenizer.encode_batch([(question, c) for c in candidates]):
-            feed = {"input_ids": np.array([enc.ids], dtype=np.int64),
-                    "attention_mask": np.array([enc.attention_mask], dtype=np.int64),
-                    "token_type_ids": np.array([enc.type_ids], dtype=np.int64)}
-            out.append(float(self.session.run(None, feed)[0][0][0]))
-        return out
-
-
-def sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x))
 
 
 def validate(cfg: Config, folder: Path, questions: list[Question], sents: list[Sent], by_paragraph,
@@ -366,15 +323,16 @@ def validate(cfg: Config, folder: Path, questions: list[Question], sents: list[S
     """Held-out articles, as the product meets them: the question's paragraph plus the same article's
     top BM25 sentences (answerable); the same candidates with every answer-bearing sentence removed
     (unanswerable: topic present, fact absent)."""
-    scorer = OnnxScorer(folder, cfg.max_len)
+    from rag.answer.selector import AnswerSelector, Candidate
+
+    selector = AnswerSelector(folder, threads=2)  # what serving runs, batch per question and all
     ranked = bm25.top([q.text for q in questions], k=40)
     top1, best_pos, best_neg, aucs = [], [], [], []
     t0 = time.time()
     for q, top in zip(questions, ranked):
         same = [int(i) for i in top if sents[i].article == q.article][:10]
         cand = list(dict.fromkeys(by_paragraph[(q.article, q.paragraph)] + same))
-        texts = [candidate_text(sents[i].text, sents[i].title, sents[i].prev) for i in cand]
-        probs = [sigmoid(x) for x in scorer.logits(q.text, texts)]
+        probs = selector.probabilities(q.text, [Candidate(sents[i].text, sents[i].title, sents[i].prev) for i in cand])
         good = [contains_answer(sents[i], q.answer) or i == q.gold for i in cand]
         best = max(range(len(cand)), key=lambda j: probs[j])
         top1.append(good[best])
@@ -411,10 +369,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "models" / "answer-selector", help="exported model folder")
     parser.add_argument("--work", type=Path, default=Path("/tmp/answer-selector"), help="checkpoints and caches")
     parser.add_argument("--questions", type=int, default=Config.questions, help="training questions")
+    parser.add_argument("--max-steps", type=int, default=Config.max_steps, help="training batches (0: all)")
     parser.add_argument("--val-questions", type=int, default=Config.val_questions, help="held-out questions scored")
     parser.add_argument("--validate-only", action="store_true", help="validate the model already in --out")
     args = parser.parse_args()
-    cfg = Config(questions=args.questions, val_questions=args.val_questions)
+    cfg = Config(questions=args.questions, val_questions=args.val_questions, max_steps=args.max_steps)
     args.work.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         handlers=[logging.StreamHandler(), logging.FileHandler(args.work / "train.log")])
@@ -444,15 +403,16 @@ def main() -> None:
         meta = {"config": asdict(cfg), "pairs": len(pairs), "positives": int(positives),
                 "training_questions": len(train_q), "train_minutes": round(train_minutes, 1)}
         (args.work / "training.json").write_text(json.dumps(meta, indent=2))
+    card = {"format": "question, sentence | title | previous sentence", "max_len": cfg.max_len,
+            "separator": SEPARATOR, "prev_chars": PREV_CHARS, "sha256": sha256(args.out / "model.int8.onnx"),
+            "tokenizer_sha256": sha256(base_model_dir() / "tokenizer.json")}
+    (args.out / "selector.json").write_text(json.dumps(card, indent=2) + "\n")
     metrics = validate(cfg, args.out, val_q, sents, by_paragraph, bm25)
     log.info("validation: %s", json.dumps({k: v for k, v in metrics.items() if k != "threshold_sweep"}))
     for t, row in metrics["threshold_sweep"].items():
         log.info("  p>=%.2f  %s", t, row)
     training = json.loads((args.work / "training.json").read_text()) if (args.work / "training.json").exists() else {}
-    card = {"format": "question, sentence | title | previous sentence", "max_len": cfg.max_len,
-            "separator": SEPARATOR, "prev_chars": PREV_CHARS, "sha256": sha256(args.out / "model.int8.onnx"),
-            "tokenizer_sha256": sha256(args.out / "tokenizer.json"), "training": training,
-            "validation_squad_heldout": metrics}
+    card |= {"training": training, "validation_squad_heldout": metrics}
     (args.out / "selector.json").write_text(json.dumps(card, indent=2) + "\n")
 
 
