@@ -191,10 +191,12 @@ def chat(index: IndexOpt = None) -> None:
 
 
 @command("eval")
-def eval_(files: Annotated[list[Path] | None, typer.Argument(help="Question files \\[default: eval/*.jsonl].")] = None,
+def eval_(files: Annotated[list[Path] | None, typer.Argument(help="Question files \\[default: eval/questions.jsonl].")] = None,
           index: IndexOpt = None,
           report: Annotated[Path | None, typer.Option("--report", help="Report folder \\[default: eval/reports].")] = None,
           check: Annotated[bool, typer.Option("--check", help="Exit 1 when a metric misses its threshold.")] = False,
+          thresholds: Annotated[Path | None, typer.Option("--thresholds", help="Thresholds JSON for --check "
+                                                          "\\[default: eval/thresholds.json].")] = None,
           compare: Annotated[tuple[Path, Path] | None, typer.Option("--compare", help="Compare two report JSONs.")] = None,
           plot: Annotated[bool, typer.Option(help="Write a PNG of accuracy by type and latency.")] = True,
           calibrate_: Annotated[bool, typer.Option("--calibrate", help="Sweep the abstention threshold.")] = False) -> None:
@@ -210,9 +212,9 @@ def eval_(files: Annotated[list[Path] | None, typer.Argument(help="Question file
     settings = _settings(index)
     if calibrate_:
         settings = settings.model_copy(update={"abstain_threshold": -1.0})
-    files = files or sorted(Path("eval").glob("*.jsonl"))
-    if not files:
-        _fail("no question files: pass FILE ... or run where eval/*.jsonl is")
+    files = files or [Path("eval/questions.jsonl")]
+    if not all(f.is_file() for f in files):
+        _fail(f"no question file {next(f for f in files if not f.is_file())}: pass FILE ... or run in the repository")
     try:
         cases = ev.load_cases(files)
     except (OSError, ValueError, KeyError) as exc:
@@ -243,13 +245,13 @@ def eval_(files: Annotated[list[Path] | None, typer.Argument(help="Question file
     out.print(table)
     out.print(f"report: {folder / stem}.json / .md", highlight=False)
     if check:
-        thresholds = json.loads(settings.eval_thresholds.read_text(encoding="utf-8"))
-        problems = ev.check(data["metrics"], thresholds)
+        bounds = json.loads((thresholds or settings.eval_thresholds).read_text(encoding="utf-8"))
+        problems = ev.check(data["metrics"], bounds)
         for p in problems:
             err.print(f"[red]below threshold:[/] {p}", highlight=False)
         if problems:
             raise typer.Exit(1)
-        out.print(f"all {len(thresholds)} thresholds met")
+        out.print(f"all {len(bounds)} thresholds met")
 
 
 @command()

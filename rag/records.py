@@ -101,9 +101,11 @@ class Citation:
     end: int
     text: str
     score: float
+    answer_span: tuple[int, int] | None = None  # document offsets of the answer words inside ``text``
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        span = self.answer_span
+        return dict(self.__dict__) | {"answer_span": {"start": span[0], "end": span[1]} if span else None}
 
     @classmethod
     def of(cls, n: int, passage: Passage, start: int | None = None, end: int | None = None) -> Citation:

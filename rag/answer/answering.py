@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from rag.answer.citations import CitationVerifier
+from rag.answer.answer_span import answer_span
+from rag.answer.citations import CitationVerifier, parse_claims
 from rag.answer.evidence import Evidence, EvidenceScorer
 from rag.answer.followup import Condenser
 from rag.answer.generation import AnswerContext, Generator
 from rag.answer.prompts import pack_passages
+from rag.answer.selector import AnswerSelector, Candidate
 from rag.embedding.model import Embedder
 from rag.records import Answer, Citation, Passage, Turn
 from rag.retrieval.retriever import Retriever
@@ -42,28 +44,41 @@ class Answerer:
             the draft's citations; ``scorer`` weighs the evidence that decides whether to answer.
         top_k: passages per answer (a request may ask for another number).
         context_tokens: prompt budget for passages (whole passages, best first).
-        abstain_threshold: the evidence score below which the answer is an abstention.
+        abstain_threshold: the evidence score (the selector's P(answers)) below which the answer is an
+            abstention.
+        selector: scores an LLM's verified sentences: one that does not answer the question is not an answer.
+        fallback: the extractive generator, for when an LLM's draft has no verified sentence that answers.
     """
 
     def __init__(self, retriever: Retriever, embedder: Embedder, generator: Generator, condenser: Condenser,
                  verifier: CitationVerifier, scorer: EvidenceScorer, *, top_k: int = 5,
-                 context_tokens: int = 1500, abstain_threshold: float = 0.5):
+                 context_tokens: int = 1500, abstain_threshold: float = 0.5,
+                 selector: AnswerSelector | None = None, fallback: Generator | None = None):
         self.retriever, self.embedder, self.generator = retriever, embedder, generator
         self.condenser, self.verifier, self.scorer = condenser, verifier, scorer
         self.top_k, self.context_tokens, self.abstain_threshold = top_k, context_tokens, abstain_threshold
+        self.selector, self.fallback = selector, fallback
         self.encoding = get_encoding()
 
     def _prepare(self, question: str, history: list[Turn], top_k: int | None) -> _Run:
         run = _Run(question=question.strip())
         t0 = time.perf_counter()
-        run.standalone = self.condenser.condense(run.question, history)
+        rewrites = self.condenser.candidates(run.question, history)
         t1 = time.perf_counter()
-        qvec = self.embedder.encode_query(run.standalone)
-        found = self.retriever.search(run.standalone, top_k or self.top_k, qvec=qvec)
-        run.passages = pack_passages(found, self.context_tokens, self.encoding)
-        t2 = time.perf_counter()
-        run.evidence = self.scorer.score(run.standalone, qvec, run.passages)
-        run.timings = {"condense": _ms(t1 - t0), "retrieve": _ms(t2 - t1), "evidence": _ms(time.perf_counter() - t2)}
+        # A follow-up's pronoun may point at more than one thing: keep the reading the articles answer best.
+        best, retrieve, weigh = None, 0.0, 0.0
+        for standalone in rewrites:
+            t2 = time.perf_counter()
+            qvec = self.embedder.encode_query(standalone)
+            found = self.retriever.search(standalone, top_k or self.top_k, qvec=qvec)
+            passages = pack_passages(found, self.context_tokens, self.encoding)
+            t3 = time.perf_counter()
+            evidence = self.scorer.score(standalone, qvec, passages)
+            retrieve, weigh = retrieve + t3 - t2, weigh + time.perf_counter() - t3
+            if best is None or _rank(evidence) > _rank(best[2]):
+                best = (standalone, passages, evidence)
+        run.standalone, run.passages, run.evidence = best
+        run.timings = {"condense": _ms(t1 - t0), "retrieve": _ms(retrieve), "evidence": _ms(weigh)}
         if not run.passages:
             run.abstain_reason = "no passages retrieved"
         elif run.evidence.missing_entities:
@@ -77,13 +92,41 @@ class Answerer:
 
     def _finish(self, run: _Run, draft: str, t_gen: float) -> Answer:
         text, citations = ("", []) if run.abstain_reason else self.verifier.verify(draft, run.passages)
+        generator = self.generator.name
+        if self.fallback is not None and not run.abstain_reason and not self._answers(run, text):
+            # The LLM's verified sentences are empty or do not answer: quote the articles instead of refusing.
+            text, citations = self.verifier.verify(self.fallback.generate(self._context(run, [])), run.passages)
+            generator = f"{self.fallback.name} (fallback from {self.generator.name})"
         run.timings["generate"] = _ms(t_gen)
         if not text:
             run.abstain_reason = run.abstain_reason or "no generated sentence was supported by a passage"
             return self._abstention(run)
         run.timings["total"] = _ms(time.perf_counter() - run.started)
-        return Answer(text, False, citations, self.generator.name, run.timings, run.standalone, "",
-                      run.evidence.best)
+        return Answer(text, False, self._mark_answer_words(run, citations), generator, run.timings, run.standalone,
+                      "", run.evidence.best)
+
+    def _answers(self, run: _Run, text: str) -> bool:
+        """Whether some verified sentence of an LLM answer answers the question (the selector's P)."""
+        claims = [c.text for c in parse_claims(text)]
+        if not claims or self.selector is None:
+            return bool(claims)
+        title = run.passages[0].title if run.passages else ""
+        probs = self.selector.probabilities(run.standalone, [Candidate(c, title) for c in claims])
+        return max(probs) >= self.abstain_threshold
+
+    @staticmethod
+    def _mark_answer_words(run: _Run, citations: list[Citation]) -> list[Citation]:
+        """Each cited sentence carries the answer words the evidence found in it (a date, an amount, a name)."""
+        kind = run.evidence.kind if run.evidence else None
+        spans = {(s.start, s.end): s.answer_span for s in run.evidence.sentences} if run.evidence else {}
+        marked = []
+        for c in citations:
+            span = spans.get((c.start, c.end))
+            if span is None:
+                found = answer_span(kind, run.standalone, c.text)
+                span = (c.start + found[0], c.start + found[1]) if found else None
+            marked.append(replace(c, answer_span=span))
+        return marked
 
     def _abstention(self, run: _Run) -> Answer:
         closest = [Citation.of(i + 1, p) for i, p in enumerate(run.passages[:CLOSEST_PASSAGES])]
@@ -121,6 +164,10 @@ class Answerer:
             pieces.append(piece)
             yield piece
         yield self._finish(run, "".join(pieces), time.perf_counter() - t0)
+
+
+def _rank(evidence: Evidence) -> tuple[bool, float]:
+    return not evidence.missing_entities, evidence.best
 
 
 def _ms(seconds: float) -> float:

@@ -17,7 +17,7 @@ import numpy as np
 
 from rag.embedding.model import Embedder
 from rag.records import Citation, Passage
-from rag.text import MARKER, content_terms, numbers, split_sentences, term_coverage, words
+from rag.text import MARKER, content_terms, entities, numbers, split_sentences, term_coverage, words
 
 MIN_CLAIM_WORDS = 4
 _TRAILING_PUNCT = re.compile(r"([.!?…]+[\"'”’)]*)$")
@@ -83,8 +83,9 @@ class CitationVerifier:
 
     A claim is kept when its best sentence in a cited passage has support ≥ ``threshold`` and covers
     at least ``min_coverage`` of the claim's content words (a fluent paraphrase that adds facts of
-    its own fails the second test). A claim stating a number its passage lacks has no support. Each
-    citation is one supporting sentence, so its span is as narrow as the evidence.
+    its own fails the second test). A claim rests only on a sentence that states the same facts
+    (``same_facts``: negation, numbers, names). Each citation is one supporting sentence, so its span
+    is as narrow as the evidence.
     """
 
     def __init__(self, embedder: Embedder, threshold: float = 0.7, min_coverage: float = 0.6,
@@ -116,7 +117,7 @@ class CitationVerifier:
             supported: list[tuple[int, Support]] = []
             for n in candidates:
                 best = self._best_sentence(claim, claim_vecs[ci], spans[n - 1], sentence_vecs[n - 1],
-                                           passages[n - 1].text)
+                                           passages[n - 1].title)
                 if best is not None and best.support >= self.threshold and best.coverage >= self.min_coverage:
                     supported.append((n, best))
             if not valid and supported:  # an unmarked claim: attach its single best source
@@ -163,17 +164,50 @@ class CitationVerifier:
 
     @staticmethod
     def _best_sentence(claim: Claim, claim_vec: np.ndarray, sentences: list[DocSentence], vectors: np.ndarray,
-                       passage_text: str) -> Support | None:
-        """The passage sentence that supports the claim best; None when the claim states a number it lacks."""
-        if not sentences:
-            return None
-        if not numbers(claim.text) <= numbers(passage_text):
-            return None
+                       title: str) -> Support | None:
+        """The passage sentence that supports the claim best, among those that state the same facts."""
         terms = content_terms(claim.text)
         best = None
         for sentence, vec in zip(sentences, vectors):
+            if not same_facts(claim.text, sentence.text, title):
+                continue
             coverage = term_coverage(terms, set(content_terms(sentence.text)))
             support = 0.5 * coverage + 0.5 * float(vec @ claim_vec)
             if best is None or support > best.support:
                 best = Support(sentence.start, sentence.end, support, coverage)
         return best
+
+
+_NEGATION = re.compile(r"\b(?:not|no|never|neither|nor|none|nobody|nothing|without|cannot)\b|n[’']t\b", re.I)
+
+
+def negated(text: str) -> bool:
+    """Whether a sentence denies something ("did not resign", "wasn't", "no longer").
+
+    Example:
+        >>> negated("He did not resign."), negated("He resigned."), negated("It wasn't cheap.")
+        (True, False, True)
+    """
+    return _NEGATION.search(text) is not None
+
+
+def same_facts(claim: str, sentence: str, title: str = "") -> bool:
+    """A claim can rest on a sentence only if both affirm or both deny, and every number and name of the
+    claim is in that very sentence (a name may also come from the article's title: "It opened…").
+
+    Example:
+        >>> same_facts("Smith did not resign.", "Smith resigned in May.")
+        False
+        >>> same_facts("Trade reached $60 million.", "Trade reached $53 million in 2023.")
+        False
+        >>> same_facts("Jones opened the embassy.", "Smith opened the embassy.")
+        False
+        >>> same_facts("Smith opened the embassy in 2024.", "In 2024 Smith opened the embassy.")
+        True
+    """
+    if negated(claim) != negated(sentence):
+        return False
+    if not numbers(claim) <= numbers(sentence):
+        return False
+    known = set(content_terms(sentence)) | set(content_terms(title))
+    return all(set(content_terms(name)) <= known for name in entities(claim))

@@ -1,9 +1,15 @@
 """Sentence-level evidence: which sentences of the retrieved passages answer the question, and how well.
 
 Shared by the abstention decision (is anything here good enough?) and the extractive generator
-(which sentences to quote), so both see the same numbers. Every sentence is first scored cheaply
-(term coverage, answer type, its passage's cosine); only the best few are embedded, which keeps a
-question's cost at one small batch instead of one vector per sentence of every passage.
+(which sentences to quote), so both see the same numbers. Two stages:
+
+1. a cheap prefilter ranks every sentence (idf-weighted question-term coverage, answer type, cosine:
+   its own for the best ``embed_top``, its passage's for the rest);
+2. the answer selector (``rag.answer.selector``), a cross-encoder trained on SQuAD, reads the best
+   ``candidates`` with their title and the sentence before, and gives P(this sentence answers).
+   That probability is the score: it orders the answer and decides abstention.
+
+Without a selector (``RAG_ANSWER_SELECTOR=false``) the prefilter's score stands in, as before.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from rag.answer.answer_span import answer_span
+from rag.answer.selector import AnswerSelector, Candidate
 from rag.embedding.cache import VectorCache
 from rag.records import Passage
 from rag.text import content_terms, entities, is_answer_like, numbers, sentence_head, split_sentences
@@ -24,14 +32,19 @@ _YEAR_OR_DATE = re.compile(r"\b(1[89]\d\d|20\d\d)\b|\b(January|February|March|Ap
 _QUANTITY = re.compile(r"\d")
 WEIGHTS = {"cosine": 0.5, "coverage": 0.35, "type": 0.15}
 CONTEXT_CREDIT = 0.5  # a term found only in the sentence before, or the title, half counts
-EMBED_TOP = 3
+EMBED_TOP = 8
+CANDIDATES = 5
 STRICT_TYPES = {"date", "quantity"}
 STRICT_TYPE_PENALTY = 0.7
 
 
 @dataclass(frozen=True)
 class Sentence:
-    """A candidate sentence: ``passage`` is its 0-based passage index; offsets are document offsets."""
+    """A candidate sentence: ``passage`` is its 0-based passage index; offsets are document offsets.
+
+    ``score`` is the selector's P(answers) (the prefilter's score without a selector); ``answer_span``
+    the document offsets of the answer words inside it, when the question's type can tell them.
+    """
 
     passage: int
     start: int
@@ -40,17 +53,33 @@ class Sentence:
     cosine: float
     coverage: float
     type_match: float
+    prefilter: float
     score: float
+    answer_span: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
 class Evidence:
     sentences: list[Sentence]  # best first
     missing_entities: list[str]  # question names found in no retrieved passage
+    kind: str | None = None  # the question's answer type (date, quantity, person, place)
 
     @property
     def best(self) -> float:
         return self.sentences[0].score if self.sentences else 0.0
+
+
+class _Rough(NamedTuple):
+    """A sentence after the cheap pass: its passage's cosine stands in for its own."""
+
+    score: float
+    passage: int
+    start: int  # offsets within the passage text
+    end: int
+    text: str
+    prev: str
+    coverage: float
+    type_match: float
 
 
 def answer_type(question: str) -> str | None:
@@ -95,90 +124,66 @@ def _combine(cosine: float, coverage: float, type_match: float, kind: str | None
     return score * STRICT_TYPE_PENALTY if kind in STRICT_TYPES and not type_match else score
 
 
-class _Stemmed(NamedTuple):
-    """A sentence of a passage (passage offsets) with its stemmed content terms."""
-
-    start: int
-    end: int
-    text: str
-    terms: set[str]
-
-
-class _PassageTerms(NamedTuple):
-    title: set[str]
-    sentences: list[_Stemmed]
-
-
-class _Rough(NamedTuple):
-    """A candidate sentence scored with its passage's cosine standing in for its own."""
-
-    score: float
-    passage: int
-    start: int
-    end: int
-    text: str
-    coverage: float
-    type_match: float
-
-
-def _stem(passage: Passage) -> _PassageTerms:
-    """Stem every sentence once; the passage-level sets are unions of these."""
-    sentences = [_Stemmed(a, b, passage.text[a:b], set(content_terms(passage.text[a:b])))
-                 for a, b in split_sentences(passage.text)]
-    return _PassageTerms(set(content_terms(passage.title)), sentences)
-
-
-def _missing(question: str, passages: list[Passage], stemmed: list[_PassageTerms]) -> list[str]:
-    """Names and numbers of the question that no retrieved passage mentions."""
-    passage_terms = set().union(*(t.title | set().union(*(s.terms for s in t.sentences)) for t in stemmed)) \
-        if stemmed else set()
-    missing = [e for e in entities(question) if not set(content_terms(e)) <= passage_terms]
-    passage_numbers = set().union(*(numbers(p.text) for p in passages)) if passages else set()
-    return missing + sorted(numbers(question) - passage_numbers)
-
-
 class EvidenceScorer:
     """Scores the sentences of retrieved passages against a question.
 
-    Sentence vectors come from a shared ``VectorCache``: the same passages come back often.
-
     Args:
-        cache: sentence vectors (stored ones from ingest first).
-        idf: weight of a stemmed question term (the index's BM25 idf); all 1.0 without it.
-        embed_top: how many of the best rough candidates are scored with their own vector.
+        cache: sentence vectors (stored at ingest, else embedded): the same passages come back often.
+        selector: the trained answer selector; None keeps the prefilter's hand-weighted score.
+        idf: term weights for coverage (the index's BM25 idf).
+        embed_top: sentences that get their own cosine in the prefilter.
+        candidates: sentences the selector reads (its cost: ~2-3 ms each on one core).
     """
 
-    def __init__(self, cache: VectorCache, idf: Callable[[str], float] | None = None, embed_top: int = EMBED_TOP):
-        self.cache, self.embed_top = cache, embed_top
+    def __init__(self, cache: VectorCache, selector: AnswerSelector | None = None,
+                 idf: Callable[[str], float] | None = None, embed_top: int = EMBED_TOP, candidates: int = CANDIDATES):
+        self.cache, self.selector, self.embed_top, self.candidates = cache, selector, embed_top, candidates
         self.idf = idf or (lambda term: 1.0)
 
     def score(self, question: str, qvec: np.ndarray, passages: list[Passage]) -> Evidence:
-        stemmed = [_stem(p) for p in passages]
-        rough = sorted(self._rough(question, passages, stemmed), key=lambda r: (-r.score, r.passage, r.start))
-        top = rough[:self.embed_top]
-        cosines = list(self.cache.vectors([sentence_head(r.text) for r in top]) @ qvec) if top else []
-        # Beyond the embedded few, a sentence's cosine is its passage's (no model call).
-        cosines += [passages[r.passage].score for r in rough[len(top):]]
         kind = answer_type(question)
-        found = [Sentence(r.passage, passages[r.passage].start + r.start, passages[r.passage].start + r.end, r.text,
-                          float(cos), r.coverage, r.type_match,
-                          round(_combine(float(cos), r.coverage, r.type_match, kind), 4))
-                 for r, cos in zip(rough, cosines)]
+        rough, missing = self._prefilter(question, kind, passages)
+        top = rough[:self.embed_top]
+        cosines = self.cache.vectors([sentence_head(r.text) for r in top]) @ qvec if top else []
+        ranked = sorted(((_combine(float(cos), r.coverage, r.type_match, kind), float(cos), r)
+                         for cos, r in zip(cosines, top)), key=lambda x: (-x[0], x[2].passage, x[2].start))
+        pool = ranked[:self.candidates] if self.selector else ranked
+        if self.selector:
+            probs = self.selector.probabilities(
+                question, [Candidate(r.text, passages[r.passage].title, r.prev) for _, _, r in pool])
+        else:
+            probs = [round(pre, 4) for pre, _, _ in pool]
+        found = []
+        for (pre, cos, r), p in zip(pool, probs):
+            offset = passages[r.passage].start + r.start
+            span = answer_span(kind, question, r.text)
+            found.append(Sentence(r.passage, offset, passages[r.passage].start + r.end, r.text, cos, r.coverage,
+                                  r.type_match, round(pre, 4), p,
+                                  (offset + span[0], offset + span[1]) if span else None))
         found.sort(key=lambda s: (-s.score, s.passage, s.start))
-        return Evidence(found, _missing(question, passages, stemmed))
+        return Evidence(found, missing, kind)
 
-    def _rough(self, question: str, passages: list[Passage], stemmed: list[_PassageTerms]) -> list[_Rough]:
-        """Every answer-like sentence, scored without a model call."""
+    def _prefilter(self, question: str, kind: str | None, passages: list[Passage]) -> tuple[list[_Rough], list[str]]:
+        """Every answer-like sentence, ranked cheaply; and the question's names and numbers no passage has."""
         q_terms = list(dict.fromkeys(content_terms(question)))
         weights = {t: self.idf(t) for t in q_terms}
-        kind = answer_type(question)
-        rough = []
-        for i, (p, (title, sentences)) in enumerate(zip(passages, stemmed)):
-            context = title
-            for s in sentences:
-                if is_answer_like(s.text):
-                    cov = _coverage(q_terms, s.terms, context, weights)
-                    tm = _type_match(kind, s.text, question)
-                    rough.append(_Rough(_combine(p.score, cov, tm, kind), i, s.start, s.end, s.text, cov, tm))
-                context = s.terms | title  # the sentence before, and the title, give half credit
-        return rough
+        rough: list[_Rough] = []
+        seen_terms: set[str] = set()
+        for i, p in enumerate(passages):
+            title = set(content_terms(p.title))
+            seen_terms |= title
+            context, prev = title, ""
+            for s, e in split_sentences(p.text):
+                text = p.text[s:e]
+                terms = set(content_terms(text))
+                seen_terms |= terms
+                if is_answer_like(text):
+                    cov = _coverage(q_terms, terms, context, weights)
+                    tm = _type_match(kind, text, question)
+                    rough.append(_Rough(_combine(p.score, cov, tm, kind), i, s, e, text, prev, cov, tm))
+                context, prev = terms | title, text  # the sentence before, and the title, give half credit
+        rough.sort(key=lambda r: (-r.score, r.passage, r.start))
+        missing = [e for e in entities(question) if not set(content_terms(e)) <= seen_terms]
+        passage_numbers = set().union(*(numbers(p.text) for p in passages)) if passages else set()
+        missing += sorted(numbers(question) - passage_numbers)
+        return rough, missing

@@ -52,6 +52,49 @@ def referent(history: list[Turn]) -> str:
     return subject_of(asked)
 
 
+def referents(history: list[Turn]) -> list[str]:
+    """Everything a pronoun in the next question may point at, most likely first: ``referent``, then
+    the names of the last question ("How large is Pakistan's population?" → also "Pakistan").
+
+    Example:
+        >>> referents([Turn("user", "How large is Pakistan's population?"), Turn("assistant", "…")])
+        ["Pakistan's population", 'Pakistan']
+    """
+    first = referent(history)
+    users = [t.content for t in history if t.role == "user"]
+    names = [re.sub(r"[’']s$", "", e) for e in entities(users[-1])] if users else []
+    return list(dict.fromkeys(r for r in [first, *names] if r))
+
+
+def rewrite_candidates(question: str, history: list[Turn]) -> list[str]:
+    """The deterministic rewrite with each possible referent, most likely first (one when unambiguous).
+
+    The answer step keeps the rewrite whose evidence answers best: "Which of Cambodia's products could
+    it buy?" after a question about Pakistan's population is about Pakistan, not its population.
+    """
+    if not history or not needs_context(question):
+        return [question]
+    found = [_rewrite(question, subject) for subject in referents(history)]
+    found = [f for f in found if f.lower() != question.lower()
+             and not _repeats(f, question)] or found[:1]
+    return list(dict.fromkeys(found)) or [question]
+
+
+def _repeats(rewrite: str, question: str) -> bool:
+    """A referent the question already names ("Cambodia's products … Cambodia") is not what "it" means."""
+    added = set(words(rewrite)) - set(words(question))
+    return bool(added) and added <= set(words(question.replace("'s", "")))
+
+
+def _rewrite(question: str, subject: str) -> str:
+    if re.search(PRONOUNS, question, re.I) and not _ELLIPTIC.match(question.strip()):
+        def swap(m: re.Match) -> str:
+            possessive = m.group(0).lower() in {"its", "their", "his", "her"}
+            return f"{subject}'s" if possessive else subject
+        return re.sub(PRONOUNS, swap, question, count=1, flags=re.I)
+    return f"{question.rstrip()} ({subject})"
+
+
 def rewrite_deterministic(question: str, history: list[Turn]) -> str:
     """Replace the first pronoun (or append) with what it refers to (see ``referent``).
 
@@ -63,12 +106,7 @@ def rewrite_deterministic(question: str, history: list[Turn]) -> str:
     subject = referent(history)
     if not subject or not needs_context(question):
         return question
-    if re.search(PRONOUNS, question, re.I) and not _ELLIPTIC.match(question.strip()):
-        def swap(m: re.Match) -> str:
-            possessive = m.group(0).lower() in {"its", "their", "his", "her"}
-            return f"{subject}'s" if possessive else subject
-        return re.sub(PRONOUNS, swap, question, count=1, flags=re.I)
-    return f"{question.rstrip()} ({subject})"
+    return _rewrite(question, subject)
 
 
 class Condenser:
@@ -76,6 +114,12 @@ class Condenser:
 
     def __init__(self, prompts: PromptLibrary, generator: Generator | None = None):
         self.prompts, self.generator = prompts, generator
+
+    def candidates(self, question: str, history: list[Turn]) -> list[str]:
+        """Standalone readings of the question, most likely first: the condensed one, then the other
+        referents a pronoun may have (the answer step keeps the reading the articles answer best)."""
+        first = self.condense(question, history)
+        return list(dict.fromkeys([first, *rewrite_candidates(question, history)]))
 
     def condense(self, question: str, history: list[Turn]) -> str:
         if not history:

@@ -14,6 +14,7 @@ from rag.answer.followup import Condenser
 from rag.answer.generation import Generator
 from rag.answer.generation.extractive import ExtractiveGenerator
 from rag.answer.prompts import PromptLibrary
+from rag.answer.selector import AnswerSelector
 from rag.embedding.cache import VectorCache
 from rag.embedding.model import Embedder
 from rag.retrieval.fusion import Fusion, FusionParams, RetrievalMode
@@ -85,7 +86,7 @@ def _llamacpp(settings: Settings, prompts: PromptLibrary) -> Generator:
 
 
 def _extractive(settings: Settings, prompts: PromptLibrary) -> Generator:
-    return ExtractiveGenerator(settings.max_answer_sentences)
+    return ExtractiveGenerator(settings.max_answer_sentences, min_score=settings.abstain_threshold)
 
 
 GENERATORS: dict[str, Callable[[Settings, PromptLibrary], Generator]] = {
@@ -103,9 +104,14 @@ def build_answerer(settings: Settings, embedder: Embedder, retriever: Retriever,
     prompts = PromptLibrary(settings.prompts_dir)
     generator = generator or build_generator(settings, prompts)
     writer = None if isinstance(generator, ExtractiveGenerator) else generator
-    scorer = EvidenceScorer(cache, idf=idf, embed_top=settings.evidence_embed_top)
+    selector = AnswerSelector(threads=settings.query_threads) if settings.answer_selector else None
+    scorer = EvidenceScorer(cache, selector, idf=idf, embed_top=settings.evidence_embed_top,
+                            candidates=settings.evidence_candidates)
     verifier = CitationVerifier(embedder, settings.support_threshold, settings.support_min_coverage,
                                 vectors=cache.vectors)
+    # An LLM's answer that verification empties, or that no longer answers, falls back to quoting.
+    fallback = None if writer is None else ExtractiveGenerator(settings.max_answer_sentences,
+                                                               min_score=settings.abstain_threshold)
     return Answerer(retriever, embedder, generator, Condenser(prompts, writer), verifier, scorer,
                     top_k=settings.top_k, context_tokens=settings.context_tokens,
-                    abstain_threshold=settings.abstain_threshold)
+                    abstain_threshold=settings.abstain_threshold, selector=selector, fallback=fallback)

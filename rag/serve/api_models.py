@@ -42,6 +42,11 @@ class AnswerRequest(BaseModel):
         return value
 
 
+class Span(BaseModel):
+    start: int
+    end: int
+
+
 class CitationOut(BaseModel):
     n: int
     doc_id: str
@@ -51,6 +56,7 @@ class CitationOut(BaseModel):
     end: int
     text: str
     score: float
+    answer_span: Span | None = None  # the answer words (a date, an amount, a name) inside ``text``
 
 
 class AnswerResponse(BaseModel):

@@ -14,30 +14,40 @@ from rag.answer.evidence import Sentence
 from rag.answer.generation import AnswerContext
 from rag.text import content_terms
 
+SINGLE_FACT = {"date", "quantity", "person", "place"}
 _BULLET = re.compile(r"^[\s•·\-*–—\d.)]+(?=\w)")
 
 
 class ExtractiveGenerator:
-    """Picks 1–``max_sentences`` sentences from the evidence ranking.
+    """Quotes the best sentence first, then further ones only when they add to the answer.
+
+    A date, amount or name question whose best sentence holds the answer words gets that sentence
+    alone; other questions (lists, two-article questions, "what/why") may get further sentences that
+    also answer (score ≥ ``min_score`` and ≥ ``keep_ratio`` of the best) and say something new,
+    whichever passage they come from.
 
     Args:
         max_sentences: the most sentences in an answer.
         keep_ratio: a further sentence must score at least this share of the best one.
+        min_score: a further sentence must itself clear the abstention threshold.
     """
 
     name = "extractive"
 
-    def __init__(self, max_sentences: int = 3, keep_ratio: float = 0.9):
-        self.max_sentences, self.keep_ratio = max_sentences, keep_ratio
+    def __init__(self, max_sentences: int = 3, keep_ratio: float = 0.9, min_score: float = 0.0):
+        self.max_sentences, self.keep_ratio, self.min_score = max_sentences, keep_ratio, min_score
 
     def select(self, ctx: AnswerContext) -> list[Sentence]:
         ranked = ctx.evidence.sentences if ctx.evidence else []
         if not ranked:
             return []
         chosen = [ranked[0]]
+        if ctx.evidence.kind in SINGLE_FACT and ranked[0].answer_span:
+            return chosen
         seen_terms = set(content_terms(ranked[0].text))
+        floor = max(self.min_score, self.keep_ratio * ranked[0].score)
         for s in ranked[1:]:
-            if len(chosen) >= self.max_sentences or s.score < self.keep_ratio * ranked[0].score:
+            if len(chosen) >= self.max_sentences or s.score < floor:
                 break
             terms = set(content_terms(s.text))
             if terms and len(terms & seen_terms) / len(terms) > 0.7:  # says nothing new
