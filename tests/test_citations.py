@@ -38,6 +38,25 @@ class TestVerify:
         text, _ = CitationVerifier(embedder).verify("The railway to the border reopened in May 2019 [1].", passages)
         assert text == ""
 
+    def test_a_negation_its_source_lacks_fails(self, embedder):
+        passages = [make_passage(1, "Finance minister Ralph Goodale resigned on Monday after the budget vote.")]
+        verifier = CitationVerifier(embedder, threshold=0.0, min_coverage=0.0)
+        kept, _ = verifier.verify("Finance minister Ralph Goodale resigned on Monday after the budget vote [1].", passages)
+        assert kept
+        assert verifier.verify("Finance minister Ralph Goodale did not resign on Monday after the budget vote [1].",
+                               passages) == ("", [])
+
+    def test_a_number_must_be_in_the_supporting_sentence_not_just_the_passage(self, embedder):
+        passages = [make_passage(1, "Trade between the two countries grew quickly. It reached 53 million dollars in 2023. "
+                                    "The embassy opened in Islamabad.")]
+        verifier = CitationVerifier(embedder, threshold=0.0, min_coverage=0.0)
+        assert verifier.verify("The embassy opened in Islamabad in 2023 [1].", passages) == ("", [])
+
+    def test_a_name_its_supporting_sentence_lacks_fails(self, embedder):
+        passages = [make_passage(1, "Senate President Hun Sen opened the embassy. Gillani attended the ceremony.")]
+        verifier = CitationVerifier(embedder, threshold=0.0, min_coverage=0.6)  # the first sentence covers the claim
+        assert verifier.verify("Gillani opened the embassy [1].", passages) == ("", [])
+
     def test_a_paraphrase_that_adds_words_of_its_own_fails_the_coverage_test(self, embedder):
         passages = [make_passage(1, "Exports of milled rice to Europe rose sharply this year.")]
         verifier = CitationVerifier(embedder, threshold=0.0, min_coverage=0.6)

@@ -46,6 +46,13 @@ class TestScoring:
     def test_containment_is_normalised(self, prediction, answers, expected):
         assert ev.contains_answer(prediction, answers) is expected
 
+    def test_strict_scoring_reads_only_the_sentence_cited_first(self):
+        answer = "Pakistan has over 240 million people [1]. Relations began in 1952 [2]."
+        assert ev.contains_answer(answer, ["1952"])  # lenient: anywhere in the quoted sentences
+        assert not ev.first_sentence_answers(answer, ["1952"])
+        assert ev.first_sentence_answers(answer, ["240 million"])
+        assert not ev.first_sentence_answers("", ["1952"])
+
     def test_token_f1(self):
         assert ev.token_f1("the rice, rubber", "rice and rubber") == pytest.approx(0.8)
         assert ev.token_f1("rice", "rice rubber") == pytest.approx(2 / 3)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from rag.answer.followup import Condenser, needs_context, referent, rewrite_deterministic, subject_of
+from rag.answer.followup import (
+    Condenser,
+    needs_context,
+    referent,
+    referents,
+    rewrite_candidates,
+    rewrite_deterministic,
+    subject_of,
+)
 from rag.answer.generation.extractive import ExtractiveGenerator
 from rag.answer.prompts import PromptLibrary
 from rag.records import Turn
@@ -35,6 +43,15 @@ class TestRewrite:
         history = [Turn("user", "Which country is opening an embassy in Islamabad?"),
                    Turn("assistant", "It is Cambodia, which is opening a resident embassy there [1].")]
         assert referent(history) == "Cambodia"
+
+    def test_every_reading_of_a_pronoun_is_offered_and_a_name_the_question_has_is_not(self):
+        history = [Turn("user", "How large is Pakistan's population?"), Turn("assistant", "240 million [1].")]
+        assert referents(history) == ["Pakistan's population", "Pakistan"]
+        assert rewrite_candidates("Which of Cambodia's products could it buy?", history) == [
+            "Which of Cambodia's products could Pakistan's population buy?",
+            "Which of Cambodia's products could Pakistan buy?"]
+        assert rewrite_candidates("When did Cambodia and Pakistan establish relations?", history) == [
+            "When did Cambodia and Pakistan establish relations?"]
 
     @pytest.mark.parametrize("question, expected", [
         ("What is the Cambodia-Korea Free Trade Agreement?", "the Cambodia-Korea Free Trade Agreement"),
@@ -71,6 +88,8 @@ CONVERSATIONS = [
     ("When were relations between Cambodia and South Korea re-established?",
      "How much did their bilateral trade reach in the first ten months of 2022?", "$920 million"),
     ("What status has Pakistan long sought with ASEAN?", "What role can Cambodia play in that?", "pivotal role"),
+    # "it" is Pakistan, not its population: the reading the articles answer is kept (eval c06.2)
+    ("How large is Pakistan's population?", "Which of Cambodia's products could it buy?", "rice, rubber"),
 ]
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from rag.embedding.model import Embedder
 from rag.records import Citation, Passage
-from rag.text import MARKER, content_terms, entities, numbers, split_sentences, term_coverage, words
+from rag.text import MARKER, STOPWORDS, content_terms, entities, numbers, split_sentences, term_coverage, words
 
 MIN_CLAIM_WORDS = 4
 _TRAILING_PUNCT = re.compile(r"([.!?…]+[\"'”’)]*)$")
@@ -210,4 +210,12 @@ def same_facts(claim: str, sentence: str, title: str = "") -> bool:
     if not numbers(claim) <= numbers(sentence):
         return False
     known = set(content_terms(sentence)) | set(content_terms(title))
-    return all(set(content_terms(name)) <= known for name in entities(claim))
+    return all(set(content_terms(name)) <= known for name in _names(claim))
+
+
+def _names(claim: str) -> list[str]:
+    """The claim's names, its first word too when capitalised and not a common word ("Gillani opened…")."""
+    first = re.match(r"[A-Z][\w’'\-]+", claim)
+    lead = [first.group(0)] if first and first.group(0).lower() not in STOPWORDS \
+        and not first.group(0).lower().endswith(("ing", "ly")) else []
+    return lead + entities(claim)

@@ -124,6 +124,17 @@ def contains_answer(prediction: str, answers: list[str]) -> bool:
     return any(f" {normalise(a)} " in pred for a in answers if normalise(a))
 
 
+def first_sentence_answers(prediction: str, answers: list[str]) -> bool:
+    """Strict scoring: the sentence cited first holds a gold answer (quoting more sentences cannot help).
+
+    Example:
+        >>> first_sentence_answers("Ties began in 1952 [1]. Trade is $53 million [2].", ["$53 million"])
+        False
+    """
+    first = parse_claims(prediction)[:1]
+    return bool(first) and contains_answer(first[0].text, answers)
+
+
 def quote_spans(doc_text: str, quote: str) -> list[tuple[int, int]]:
     """Every place the quote occurs: an article may state a fact twice, and either place is evidence."""
     spans, at = [], doc_text.find(quote)
@@ -191,8 +202,7 @@ class Evaluator:
         markers = {int(n) for g in MARKER.findall(answer.answer) for n in re.split(r"[,;]", g)}
         valid = markers <= {c.n for c in cited} and all(
             self._doc_text(c.doc_id)[c.start:c.end] == c.text for c in answer.citations)
-        first = parse_claims(answer.answer)[:1]
-        correct = not answer.abstained and bool(first) and contains_answer(first[0].text, case.answers)
+        correct = not answer.abstained and first_sentence_answers(answer.answer, case.answers)
         lenient = not answer.abstained and contains_answer(answer.answer, case.answers)
         f1 = 0.0 if answer.abstained else max((token_f1(answer.answer, a) for a in case.answers), default=0.0)
         evidence_score = answer.evidence_score
