@@ -68,9 +68,10 @@ class Settings(BaseSettings):
 
     # Answering
     generator: Literal["extractive", "openai", "llamacpp"] = "extractive"
-    abstain_threshold: float = Field(0.50, description="Min. P(answers) of the best sentence to answer (eval/CALIBRATION.md).")
+    abstain_threshold: float = Field(0.54, description="Min. evidence score of the best sentence to answer (CALIBRATION.md).")
     answer_selector: bool = Field(True, description="Score evidence with the trained answer selector (else hand weights).")
     evidence_candidates: int = Field(5, ge=1, le=32, description="Sentences the answer selector reads per answer.")
+    selector_weight: float = Field(0.5, ge=0.0, le=1.0, description="Selector's share of the evidence score (rest: prefilter).")
     support_threshold: float = Field(0.7, description="Min. support (coverage+cosine) to keep a generated sentence.")
     support_min_coverage: float = Field(0.6, description="Min. share of a sentence's words found in its source.")
     evidence_embed_top: int = Field(8, ge=0, le=64, description="Sentences embedded per answer for evidence (README: trade-off).")

@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 # The product's own sentence splitter and candidate format: training and serving see sentences alike.
-from rag.answer.selector import PREV_CHARS, SEPARATOR, candidate_text  # noqa: E402
+from rag.answer.selector import MODEL_DIR, PREV_CHARS, SEPARATOR, candidate_text  # noqa: E402
 from rag.text import split_sentences  # noqa: E402
 
 log = logging.getLogger("train.answer_selector")
@@ -366,7 +366,7 @@ def sha256(path: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "models" / "answer-selector", help="exported model folder")
+    parser.add_argument("--out", type=Path, default=MODEL_DIR, help="exported model folder")
     parser.add_argument("--work", type=Path, default=Path("/tmp/answer-selector"), help="checkpoints and caches")
     parser.add_argument("--questions", type=int, default=Config.questions, help="training questions")
     parser.add_argument("--max-steps", type=int, default=Config.max_steps, help="training batches (0: all)")

@@ -83,7 +83,7 @@ def rewrite_candidates(question: str, history: list[Turn]) -> list[str]:
 def _repeats(rewrite: str, question: str) -> bool:
     """A referent the question already names ("Cambodia's products … Cambodia") is not what "it" means."""
     added = set(words(rewrite)) - set(words(question))
-    return bool(added) and added <= set(words(question.replace("'s", "")))
+    return not added or added <= set(words(question.replace("'s", "")))
 
 
 def _rewrite(question: str, subject: str) -> str:

@@ -106,7 +106,7 @@ def build_answerer(settings: Settings, embedder: Embedder, retriever: Retriever,
     writer = None if isinstance(generator, ExtractiveGenerator) else generator
     selector = AnswerSelector(threads=settings.query_threads) if settings.answer_selector else None
     scorer = EvidenceScorer(cache, selector, idf=idf, embed_top=settings.evidence_embed_top,
-                            candidates=settings.evidence_candidates)
+                            candidates=settings.evidence_candidates, selector_weight=settings.selector_weight)
     verifier = CitationVerifier(embedder, settings.support_threshold, settings.support_min_coverage,
                                 vectors=cache.vectors)
     # An LLM's answer that verification empties, or that no longer answers, falls back to quoting.
