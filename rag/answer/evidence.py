@@ -88,12 +88,10 @@ class _Rough(NamedTuple):
 
 
 def _absent(name: str, seen: set[str]) -> bool:
-    """A name of the question that no passage mentions: none of its words is there ("World Cup" when no
-    passage says "world" or "cup"). A demonym ("Italian", "American") names no entity of its own."""
+    """A name of the question that the passages lack: some word of it is in none of them ("FIFA World
+    Cup"). Measured on news_dev: counting a name present when any one of its words is made no difference."""
     terms = set(content_terms(name))
-    if not terms:
-        return False
-    return not terms <= seen
+    return bool(terms) and not terms <= seen
 
 
 def answer_type(question: str) -> str | None:
