@@ -84,8 +84,7 @@ CONVERSATIONS = [
     ("Which organisation is Pakistan a key member of?", "How does strengthening ties with it help Cambodia?",
      "image and influence within the Islamic world"),
     ("What does South Korea export to Cambodia?", "And what does it mainly import from Cambodia?", "clothing and footwear"),
-    # ("Which relationship of Cambodia worries Seoul?", "What should Cambodia do about it?") resolves "it" to
-    # North Korea as before, but the selector now quotes the sentence on Seoul's concerns, not the advice.
+    ("Which relationship of Cambodia worries Seoul?", "What should Cambodia do about it?", "clearly define its relationship"),
     ("When were relations between Cambodia and South Korea re-established?",
      "How much did their bilateral trade reach in the first ten months of 2022?", "$920 million"),
     ("What status has Pakistan long sought with ASEAN?", "What role can Cambodia play in that?", "pivotal role"),

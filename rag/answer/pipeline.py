@@ -104,7 +104,8 @@ def build_answerer(settings: Settings, embedder: Embedder, retriever: Retriever,
     prompts = PromptLibrary(settings.prompts_dir)
     generator = generator or build_generator(settings, prompts)
     writer = None if isinstance(generator, ExtractiveGenerator) else generator
-    selector = AnswerSelector(threads=settings.query_threads) if settings.answer_selector else None
+    selector = AnswerSelector(threads=settings.query_threads, max_len=settings.selector_max_len) \
+        if settings.answer_selector else None
     scorer = EvidenceScorer(cache, selector, idf=idf, embed_top=settings.evidence_embed_top,
                             candidates=settings.evidence_candidates, selector_weight=settings.selector_weight)
     verifier = CitationVerifier(embedder, settings.support_threshold, settings.support_min_coverage,
