@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from rag.errors import UserError
 from rag.settings import Settings
@@ -29,7 +30,7 @@ IndexOpt = Annotated[Path | None, typer.Option("--index", help="Index folder \\[
 
 def _fail(message: str, code: int = 1) -> None:
     """The one way a command fails: ``error: <message>`` on stderr and a non-zero exit."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -92,7 +93,7 @@ def ingest(paths: Annotated[list[Path] | None, typer.Argument(help="Files and fo
         _fail(f"no such file or folder: {', '.join(missing)}")
     report = ingest_paths(settings, paths, rebuild=rebuild, progress=_progress_printer())
     for skipped in report.skipped:
-        err.print(f"[yellow]skipped[/] {skipped.path}: {skipped.reason}", highlight=False)
+        err.print(f"[yellow]skipped[/] {escape(str(skipped.path))}: {escape(skipped.reason)}", highlight=False)
     out.print(report.summary(), highlight=False)
 
 
@@ -111,7 +112,7 @@ def search(query: str, k: Annotated[int, typer.Option("-k", help="Number of pass
     for rank, p in enumerate(passages, start=1):
         snippet = " ".join(p.text.split())
         snippet = snippet if len(snippet) <= 300 else snippet[:297] + "…"
-        out.print(f"[bold]{rank}. {p.title}[/]  [dim]{p.doc_id} [{p.start}:{p.end}] score {p.score:.3f}[/]",
+        out.print(f"[bold]{rank}. {escape(p.title)}[/]  [dim]{escape(p.doc_id)} \\[{p.start}:{p.end}] score {p.score:.3f}[/]",
                   highlight=False)
         out.print(f"   {snippet}", highlight=False, markup=False)
 
@@ -140,13 +141,13 @@ def _pipeline(settings: Settings):
 
 def _print_answer(answer) -> None:
     style = "yellow" if answer.abstained else "bold"
-    out.print(f"[{style}]{answer.answer}[/]", highlight=False)
+    out.print(f"[{style}]{escape(answer.answer)}[/]", highlight=False)
     if answer.citations:
         out.print("\n[dim]Closest passages (they do not answer it):[/]" if answer.abstained else "\n[dim]Sources:[/]")
     for c in answer.citations:
         quote = " ".join(c.text.split())
         quote = quote if len(quote) <= 240 else quote[:237] + "…"
-        out.print(f"  [{c.n}] [bold]{c.title}[/] [dim]({c.doc_id} {c.start}:{c.end})[/]", highlight=False)
+        out.print(f"  \\[{c.n}] [bold]{escape(c.title)}[/] [dim]({escape(c.doc_id)} {c.start}:{c.end})[/]", highlight=False)
         out.print(f"      “{quote}”", highlight=False, markup=False)
 
 
@@ -182,10 +183,10 @@ def chat(index: IndexOpt = None) -> None:
         try:
             answer = answerer.answer(question, history)
         except GeneratorUnavailable as exc:  # the conversation goes on; the next turn may reach the server
-            err.print(f"[red]{exc}[/]", highlight=False)
+            err.print(f"[red]{escape(str(exc))}[/]", highlight=False)
             continue
         if answer.standalone_question != question:
-            out.print(f"[dim](searching for: {answer.standalone_question})[/]", highlight=False)
+            out.print(f"[dim](searching for: {escape(answer.standalone_question)})[/]", highlight=False)
         _print_answer(answer)
         history += [Turn("user", question), Turn("assistant", answer.answer)]
 
@@ -248,7 +249,7 @@ def eval_(files: Annotated[list[Path] | None, typer.Argument(help="Question file
         bounds = json.loads((thresholds or settings.eval_thresholds).read_text(encoding="utf-8"))
         problems = ev.check(data["metrics"], bounds)
         for p in problems:
-            err.print(f"[red]below threshold:[/] {p}", highlight=False)
+            err.print(f"[red]below threshold:[/] {escape(p)}", highlight=False)
         if problems:
             raise typer.Exit(1)
         out.print(f"all {len(bounds)} thresholds met")

@@ -85,3 +85,18 @@ def test_help_shows_the_defaults():
     assert "[default: data/articles]" in result.output and "[default: index/default]" in result.output
     result = runner.invoke(app, ["serve", "--help"], env={"COLUMNS": "200"})
     assert "[default: 127.0.0.1]" in result.output and "[default: 8000]" in result.output
+
+
+def test_article_text_that_looks_like_markup_is_printed_as_written(tmp_path: Path):
+    title = "Markets [/] rally [bold red] on [link=x]news[/link]"
+    write_article(tmp_path / "docs", "markets", title.replace('"', ""),
+                  "Shares in Phnom Penh rose [/] 4% on Monday [b]after[/b] the central bank cut its rate.")
+    index = str(tmp_path / "idx")
+    assert runner.invoke(app, ["ingest", str(tmp_path / "docs"), "--index", index]).exit_code == 0
+    for args in (["search", "How much did shares rise on Monday?"], ["ask", "How much did shares in Phnom Penh rise?"]):
+        result = runner.invoke(app, [*args, "--index", index])
+        assert result.exit_code == 0, result.output
+        assert "Markets [/] rally [bold red]" in result.stdout
+    chat = runner.invoke(app, ["chat", "--index", index], input="How much did shares in Phnom Penh rise?\n\n")
+    assert chat.exit_code == 0, chat.output
+    assert "[/]" in chat.stdout
