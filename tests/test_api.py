@@ -178,6 +178,16 @@ class TestApiKeys:
             for path in ("/healthz", "/readyz", "/"):
                 assert httpx.get(f"{url}{path}").status_code == 200
 
+    def test_an_empty_key_in_the_settings_never_matches(self, bundled_settings, embedder):
+        settings = bundled_settings.model_copy(update={"api_keys": ["", "s3cret"]})
+        with LiveServer(create_app(settings, embedder)) as server:
+            for header in ("Bearer", "Basic s3cret", "Bearer s3cre"):  # httpx refuses a trailing space
+                denied = httpx.post(f"{server.url}/api/answer", json={"question": QUESTION},
+                                    headers={"Authorization": header})
+                assert denied.status_code == 401 and denied.headers["WWW-Authenticate"] == "Bearer"
+            assert httpx.post(f"{server.url}/api/answer", json={"question": QUESTION},
+                              headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
 
 class TestOpenAICompatibility:
     def test_official_client_non_stream_and_stream(self, live_server):

@@ -6,6 +6,7 @@ All are ``async``: trivial work needs no worker thread.
 from __future__ import annotations
 
 import asyncio
+import hmac
 
 from fastapi import Depends, HTTPException, Request
 
@@ -19,13 +20,26 @@ async def service(request: Request) -> ServiceState:
     return request.app.state.service
 
 
+def key_matches(key: str, keys: list[str]) -> bool:
+    """Whether ``key`` is one of ``keys``, compared in constant time; an empty key never matches.
+
+    Example:
+        >>> key_matches("s3cret", ["", "s3cret"]), key_matches("", ["", "s3cret"]), key_matches("s3cre", ["s3cret"])
+        (True, False, False)
+    """
+    found = False
+    for candidate in keys:  # every key is compared, so the time does not tell which one nearly matched
+        found |= bool(candidate) and hmac.compare_digest(key.encode(), candidate.encode())
+    return bool(key) and found
+
+
 async def authorised(request: Request) -> None:
     """401 unless the request carries one of the configured keys (no keys: open)."""
     keys = request.app.state.service.settings.api_keys
     if not keys:
         return
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or key.strip() not in keys:
+    if scheme.lower() != "bearer" or not key_matches(key.strip(), keys):
         raise HTTPException(401, "missing or invalid API key: send 'Authorization: Bearer <key>'",
                             headers={"WWW-Authenticate": "Bearer"})
 
