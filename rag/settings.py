@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     generator: Literal["extractive", "openai", "llamacpp"] = "extractive"
     abstain_threshold: float = Field(0.44, description="Min. evidence score of the best sentence to answer (CALIBRATION.md).")
     answer_selector: bool = Field(True, description="Score evidence with the trained answer selector (else hand weights).")
-    evidence_candidates: int = Field(5, ge=1, le=32, description="Sentences the answer selector reads per answer.")
+    evidence_candidates: int = Field(3, ge=1, le=32, description="Sentences the answer selector reads per answer.")
     selector_max_len: int = Field(64, ge=16, le=256, description="Wordpieces the selector reads per sentence pair.")
     selector_weight: float = Field(0.5, ge=0.0, le=1.0, description="Selector's share of the evidence score (rest: prefilter).")
     support_threshold: float = Field(0.7, description="Min. support (coverage+cosine) to keep a generated sentence.")
