@@ -8,6 +8,23 @@ import pytest
 from rag.ingest.documents import load_documents, parse_text_article
 
 
+class TestBadFilesAreSkippedWithTheirReason:
+    BOMB = "---\na: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n" \
+           "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c, *c]\ntitle: t\n---\n\nBody.\n"
+
+    @pytest.mark.parametrize(("name", "content", "reason"), [
+        ("impossible-date.md", "---\ntitle: T\npublished: 2024-02-30\n---\n\nBody.\n", "day is out of range"),
+        ("nested.json", "[" * 100_000, "cannot be read"),
+        ("alias-bomb.md", BOMB, "aliases"),
+    ])
+    def test_one_bad_file_is_skipped_and_the_rest_load(self, tmp_path: Path, name: str, content: str, reason: str):
+        (tmp_path / name).write_text(content)
+        (tmp_path / "good.md").write_text("---\ntitle: Good\n---\n\nFine text.\n")
+        docs, skipped = load_documents([tmp_path])
+        assert [d.doc_id for d in docs] == ["good"]
+        assert len(skipped) == 1 and skipped[0].path.endswith(name) and reason in skipped[0].reason
+
+
 class TestTextArticles:
     def test_front_matter_gives_title_source_and_metadata(self, tmp_path: Path):
         (tmp_path / "a.md").write_text('---\ntitle: "T"\nsource: s\npublished: 2024-01-02\nauthor: X\n---\n\nBody.\n')
