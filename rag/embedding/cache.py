@@ -32,17 +32,17 @@ class VectorCache:
         if not texts:
             return np.zeros((0, self.embedder.dimension), np.float32)
         found = {t: v for t in texts if (v := self.stored.get(t)) is not None} if self.stored else {}
-        with self._lock:
-            missing = list(dict.fromkeys(t for t in texts if t not in found and t not in self._vectors))
+        with self._lock:  # take cached vectors now: another request may evict them while this one embeds
+            for t in texts:
+                if t not in found and t in self._vectors:
+                    found[t] = self._vectors[t]
+                    self._vectors.move_to_end(t)
+        missing = list(dict.fromkeys(t for t in texts if t not in found))
         # Rounded to float16 like stored vectors, so a score never depends on which path its vector took.
         fresh = dict(zip(missing, self.embedder.encode(missing).astype(np.float16).astype(np.float32))) if missing else {}
+        found.update(fresh)
         with self._lock:
             self._vectors.update(fresh)
-            for t in texts:
-                if t not in found:
-                    found[t] = self._vectors.get(t, fresh.get(t))
-                    if t in self._vectors:
-                        self._vectors.move_to_end(t)
             while len(self._vectors) > self.size:
                 self._vectors.popitem(last=False)
         return np.stack([found[t] for t in texts])
