@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from rag.answer.generation import GeneratorUnavailable
+from rag.answer.generation import AnswerContext, GeneratorUnavailable
 from rag.answer.pipeline import open_pipeline
 from tests.test_answering import PROMPT_LEAKS, assert_no_prompt_text
 
@@ -149,3 +149,27 @@ class TestLlamaCppBackend:
     def test_prompt_leak_attempts_get_no_prompt_text(self, llm_pipeline, attack):
         answer = llm_pipeline.answerer.answer(attack)
         assert_no_prompt_text(answer.answer)
+
+    def test_one_request_at_a_time_a_stream_holds_the_model_until_it_ends(self, llm_pipeline):
+        import threading
+
+        generator = llm_pipeline.answerer.generator
+        ctx = AnswerContext("When did the CKFTA become law?", [])
+        messages = [{"role": "user", "content": "Say hello."}]
+        alone = generator.complete(messages, max_tokens=8)
+        stream = generator.stream(ctx)
+        next(stream)  # the stream has started and holds the model
+        done = threading.Event()
+        result: list[str] = []
+        worker = threading.Thread(target=lambda: (result.append(generator.complete(messages, max_tokens=8)), done.set()))
+        worker.start()
+        assert not done.wait(1.0)  # the second request waits...
+        list(stream)  # ...until the first one's stream is over
+        assert done.wait(60)
+        worker.join()
+        assert result == [alone]  # and is not disturbed by it
+        stream_again = generator.stream(ctx)
+        next(stream_again)
+        stream_again.close()  # a client that hangs up early releases the model
+        assert generator.lock.acquire(timeout=1.0)
+        generator.lock.release()

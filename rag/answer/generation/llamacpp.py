@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -25,6 +26,9 @@ def default_gguf() -> Path:
 
 
 class LlamaCppGenerator:
+    """One in-process ``Llama``: it serves one completion or stream at a time (concurrent use of one
+    model corrupts its state), so a server's requests queue on ``lock``."""
+
     name = "llamacpp"
 
     def __init__(self, prompts: PromptLibrary, model_path: Path | None = None, max_tokens: int = 256,
@@ -38,18 +42,22 @@ class LlamaCppGenerator:
             raise GeneratorUnavailable(f"GGUF model not found: {path}")
         self.prompts, self.max_tokens = prompts, max_tokens
         self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, verbose=False, seed=0)
+        self.lock = threading.Lock()
 
     def complete(self, messages: list[dict[str, str]], max_tokens: int | None = None) -> str:
-        out = self.llm.create_chat_completion(messages=messages, temperature=0.0,
-                                              max_tokens=max_tokens or self.max_tokens)
+        with self.lock:
+            out = self.llm.create_chat_completion(messages=messages, temperature=0.0,
+                                                  max_tokens=max_tokens or self.max_tokens)
         return out["choices"][0]["message"]["content"] or ""
 
     def generate(self, ctx: AnswerContext) -> str:
         return self.complete(answer_messages(ctx, self.prompts))
 
     def stream(self, ctx: AnswerContext) -> Iterator[str]:
-        for part in self.llm.create_chat_completion(messages=answer_messages(ctx, self.prompts),
-                                                    temperature=0.0, max_tokens=self.max_tokens, stream=True):
-            piece = part["choices"][0].get("delta", {}).get("content")
-            if piece:
-                yield piece
+        # Held for the whole stream, and released when the consumer stops early (GeneratorExit).
+        with self.lock:
+            for part in self.llm.create_chat_completion(messages=answer_messages(ctx, self.prompts),
+                                                        temperature=0.0, max_tokens=self.max_tokens, stream=True):
+                piece = part["choices"][0].get("delta", {}).get("content")
+                if piece:
+                    yield piece
