@@ -91,7 +91,10 @@ class TestOpenAICompatibleBackend:
         answerer = pipeline.answerer
         items = list(answerer.stream("Where is the new Cambodian embassy in Pakistan?"))
         pieces, final = items[:-1], items[-1]
-        assert len(pieces) > 3 and all(isinstance(p, str) for p in pieces)
+        # Only verified sentences are sent (SmolLM2's often all fail, and the extractive answer is sent
+        # instead): what the client receives is exactly the final answer.
+        assert pieces and all(isinstance(p, str) for p in pieces)
+        assert "".join(pieces) == final.answer
         _verified(pipeline.index, final)
 
     def test_follow_up_is_condensed_by_the_llm(self, llama_server, bundled_settings, embedder):

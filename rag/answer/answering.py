@@ -16,7 +16,7 @@ from rag.answer.selector import AnswerSelector, Candidate
 from rag.embedding.model import Embedder
 from rag.records import Answer, Citation, Passage, Turn
 from rag.retrieval.retriever import Retriever
-from rag.text import get_encoding
+from rag.text import get_encoding, split_sentences
 
 ABSTAIN_TEXT = "The articles don't cover this: I found nothing in them that answers the question."
 CLOSEST_PASSAGES = 2
@@ -90,8 +90,11 @@ class Answerer:
     def _context(self, run: _Run, history: list[Turn]) -> AnswerContext:
         return AnswerContext(run.standalone, run.passages, history, run.evidence)
 
-    def _finish(self, run: _Run, draft: str, t_gen: float) -> Answer:
-        text, citations = ("", []) if run.abstain_reason else self.verifier.verify(draft, run.passages)
+    def _finish(self, run: _Run, draft: str, t_gen: float, verified: tuple[str, list[Citation]] | None = None) -> Answer:
+        if run.abstain_reason:
+            text, citations = "", []
+        else:
+            text, citations = verified or self.verifier.verify(draft, run.passages)
         generator = self.generator.name
         if self.fallback is not None and not run.abstain_reason and not self._answers(run, text):
             # The LLM's verified sentences are empty or do not answer: quote the articles instead of refusing.
@@ -158,12 +161,38 @@ class Answerer:
             yield answer.answer
             yield answer
             return
+        if self.fallback is None:  # the extractive draft is verbatim quotes: nothing to hold back
+            t0 = time.perf_counter()
+            pieces = []
+            for piece in self.generator.stream(self._context(run, history)):
+                pieces.append(piece)
+                yield piece
+            yield self._finish(run, "".join(pieces), time.perf_counter() - t0)
+            return
+        yield from self._stream_verified(run, history)
+
+    def _stream_verified(self, run: _Run, history: list[Turn]) -> Iterator[str | Answer]:
+        """An LLM's draft, sent sentence by sentence: a sentence goes out only once verification keeps it
+        and the answer so far answers the question; what was sent is exactly the final answer's text."""
         t0 = time.perf_counter()
-        pieces = []
+        draft, sent, answers = "", "", False
         for piece in self.generator.stream(self._context(run, history)):
-            pieces.append(piece)
-            yield piece
-        yield self._finish(run, "".join(pieces), time.perf_counter() - t0)
+            draft += piece
+            spans = split_sentences(draft)
+            if len(spans) < 2:  # the last sentence may still be growing
+                continue
+            text, _ = self.verifier.verify(draft[:spans[-1][0]], run.passages, quote_shortcut=False)
+            answers = answers or self._answers(run, text)
+            if answers and len(text) > len(sent) and text.startswith(sent):
+                yield text[len(sent):]
+                sent = text
+        verified = self.verifier.verify(draft, run.passages, quote_shortcut=False)
+        answer = self._finish(run, draft, time.perf_counter() - t0, verified)
+        if answer.answer.startswith(sent):
+            rest = answer.answer[len(sent):]
+            if rest:
+                yield rest
+        yield answer
 
 
 def _rank(evidence: Evidence) -> tuple[bool, float]:

@@ -93,14 +93,19 @@ class CitationVerifier:
         self.embedder, self.threshold, self.min_coverage = embedder, threshold, min_coverage
         self._encode = vectors or embedder.encode
 
-    def verify(self, draft: str, passages: list[Passage]) -> tuple[str, list[Citation]]:
-        """Returns the checked answer text and its citations ("" and [] when nothing is supported)."""
+    def verify(self, draft: str, passages: list[Passage], quote_shortcut: bool = True) -> tuple[str, list[Citation]]:
+        """Returns the checked answer text and its citations ("" and [] when nothing is supported).
+
+        With ``quote_shortcut`` a draft made only of verbatim quotes is checked without embedding; without
+        it every claim is checked alike, so the verified text of a draft's first sentences is a prefix of
+        the verified text of the whole draft (what sentence-by-sentence streaming relies on).
+        """
         claims = parse_claims(draft)
         if not claims or not passages:
             return "", []
         spans = [[DocSentence(p.start + s, p.start + e, p.text[s:e]) for s, e in split_sentences(p.text)]
                  for p in passages]
-        if all(self._quoted(claim, passages) for claim in claims):
+        if quote_shortcut and all(self._quoted(claim, passages) for claim in claims):
             claim_vecs, sentence_vecs = self._quote_vectors(claims, spans)
         else:
             claim_vecs, sentence_vecs = self._vectors(claims, spans)
