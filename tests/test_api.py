@@ -178,6 +178,16 @@ class TestApiKeys:
             for path in ("/healthz", "/readyz", "/"):
                 assert httpx.get(f"{url}{path}").status_code == 200
 
+    def test_with_keys_the_metrics_and_the_api_description_need_one_too(self, bundled_settings, embedder):
+        settings = bundled_settings.model_copy(update={"api_keys": ["s3cret"]})
+        with LiveServer(create_app(settings, embedder)) as server:
+            for path in ("/metrics", "/openapi.json", "/docs", "/redoc"):
+                denied = httpx.get(f"{server.url}{path}")
+                assert denied.status_code == 401 and denied.headers["WWW-Authenticate"] == "Bearer", path
+                assert httpx.get(f"{server.url}{path}", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        with LiveServer(create_app(bundled_settings, embedder)) as server:  # no keys: open, as before
+            assert httpx.get(f"{server.url}/metrics").status_code == 200
+
     def test_an_empty_key_in_the_settings_never_matches(self, bundled_settings, embedder):
         settings = bundled_settings.model_copy(update={"api_keys": ["", "s3cret"]})
         with LiveServer(create_app(settings, embedder)) as server:

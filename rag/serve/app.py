@@ -20,7 +20,7 @@ from rag import __version__
 from rag.answer.generation import GeneratorUnavailable
 from rag.embedding.model import Embedder
 from rag.serve import openai_compat, routes
-from rag.serve.middleware import BodyLimit, Measure
+from rag.serve.middleware import BodyLimit, KeyGuard, Measure
 from rag.serve.reload import ServiceState
 from rag.settings import Settings
 
@@ -44,6 +44,7 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(KeyGuard, keys=settings.api_keys)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(Measure, metrics=state.metrics)
     app.add_exception_handler(RequestValidationError, _invalid)

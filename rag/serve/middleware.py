@@ -9,6 +9,7 @@ import time
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from rag.serve.deps import key_matches
 from rag.serve.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,29 @@ class BodyLimit:
         payload = json.dumps({"detail": f"request body is larger than {self.max_bytes} bytes"}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": payload})
+
+
+class KeyGuard:
+    """With API keys set, the operational pages need a key too: the metrics (they name routes and
+    counts) and the API's own description (/docs, /redoc, /openapi.json). /healthz, /readyz and the
+    chat page stay open for load balancers and browsers."""
+
+    GUARDED = ("/metrics", "/openapi.json", "/docs", "/redoc")
+
+    def __init__(self, app: ASGIApp, keys: list[str]):
+        self.app, self.keys = app, keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not self.keys or not path.startswith(self.GUARDED):
+            return await self.app(scope, receive, send)
+        scheme, _, key = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1").partition(" ")
+        if scheme.lower() == "bearer" and key_matches(key.strip(), self.keys):
+            return await self.app(scope, receive, send)
+        payload = json.dumps({"detail": "missing or invalid API key: send 'Authorization: Bearer <key>'"}).encode()
+        await send({"type": "http.response.start", "status": 401,
+                    "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})
         await send({"type": "http.response.body", "body": payload})
 
 
