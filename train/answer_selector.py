@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import json
 import logging
 import os
@@ -48,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 # The product's own sentence splitter and candidate format: training and serving see sentences alike.
 from rag.answer.selector import MODEL_DIR, PREV_CHARS, SEPARATOR, candidate_text  # noqa: E402
+from rag.embedding.model import sha256_file  # noqa: E402
 from rag.text import split_sentences  # noqa: E402
 
 log = logging.getLogger("train.answer_selector")
@@ -358,12 +358,6 @@ def validate(cfg: Config, folder: Path, questions: list[Question], sents: list[S
             "seconds_per_question": round((time.time() - t0) / n, 4), "threshold_sweep": sweep}
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    h.update(path.read_bytes())
-    return h.hexdigest()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=MODEL_DIR, help="exported model folder")
@@ -404,8 +398,8 @@ def main() -> None:
                 "training_questions": len(train_q), "train_minutes": round(train_minutes, 1)}
         (args.work / "training.json").write_text(json.dumps(meta, indent=2))
     card = {"format": "question, sentence | title | previous sentence", "max_len": cfg.max_len,
-            "separator": SEPARATOR, "prev_chars": PREV_CHARS, "sha256": sha256(args.out / "model.int8.onnx"),
-            "tokenizer_sha256": sha256(base_model_dir() / "tokenizer.json")}
+            "separator": SEPARATOR, "prev_chars": PREV_CHARS, "sha256": sha256_file(args.out / "model.int8.onnx"),
+            "tokenizer_sha256": sha256_file(base_model_dir() / "tokenizer.json")}
     (args.out / "selector.json").write_text(json.dumps(card, indent=2) + "\n")
     metrics = validate(cfg, args.out, val_q, sents, by_paragraph, bm25)
     log.info("validation: %s", json.dumps({k: v for k, v in metrics.items() if k != "threshold_sweep"}))

@@ -44,8 +44,8 @@ class Answerer:
             the draft's citations; ``scorer`` weighs the evidence that decides whether to answer.
         top_k: passages per answer (a request may ask for another number).
         context_tokens: prompt budget for passages (whole passages, best first).
-        abstain_threshold: the evidence score (the selector's P(answers)) below which the answer is an
-            abstention.
+        abstain_threshold: the evidence score (``EvidenceScorer``: the selector's P blended with the
+            prefilter) below which the answer is an abstention; also the bar an LLM's sentences must clear.
         selector: scores an LLM's verified sentences: one that does not answer the question is not an answer.
         fallback: the extractive generator, for when an LLM's draft has no verified sentence that answers.
     """
@@ -119,16 +119,12 @@ class Answerer:
 
     @staticmethod
     def _mark_answer_words(run: _Run, citations: list[Citation]) -> list[Citation]:
-        """Each cited sentence carries the answer words the evidence found in it (a date, an amount, a name)."""
+        """Each cited sentence carries its answer words (a date, an amount, a name), in document offsets."""
         kind = run.evidence.kind if run.evidence else None
-        spans = {(s.start, s.end): s.answer_span for s in run.evidence.sentences} if run.evidence else {}
         marked = []
         for c in citations:
-            span = spans.get((c.start, c.end))
-            if span is None:
-                found = answer_span(kind, run.standalone, c.text)
-                span = (c.start + found[0], c.start + found[1]) if found else None
-            marked.append(replace(c, answer_span=span))
+            found = answer_span(kind, run.standalone, c.text)
+            marked.append(replace(c, answer_span=(c.start + found[0], c.start + found[1]) if found else None))
         return marked
 
     def _abstention(self, run: _Run) -> Answer:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.embedding.model import ModelIntegrityError, resolve_model, sha256_file
+from rag.embedding.model import check_file, resolve_model
 
 MODEL_DIR = Path(__file__).parent / "models" / "answer-selector"
 SEPARATOR = " | "
@@ -67,9 +67,9 @@ class AnswerSelector:
 
         card = json.loads((folder / "selector.json").read_text())
         weights = folder / "model.int8.onnx"
-        _check(weights, card["sha256"])
+        check_file(weights, card["sha256"])
         tokenizer_file = Path(resolve_model(tokenizer_spec)[0]) / "tokenizer.json"
-        _check(tokenizer_file, card["tokenizer_sha256"])
+        check_file(tokenizer_file, card["tokenizer_sha256"])
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -95,10 +95,3 @@ class AnswerSelector:
         logits = self.session.run(None, feed)[0][:, 0]
         return [round(1.0 / (1.0 + math.exp(-float(x))), 4) for x in logits]
 
-
-def _check(path: Path, expected: str) -> None:
-    if not path.is_file():
-        raise ModelIntegrityError(f"{path} is missing; reinstall the package")
-    digest = sha256_file(path)
-    if digest != expected:
-        raise ModelIntegrityError(f"{path} has sha256 {digest}, expected {expected}; reinstall the package")

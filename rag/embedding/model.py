@@ -67,17 +67,23 @@ def resolve_model(spec: str) -> tuple[str, str | None]:
     return str(module.get_model_path()), PACKAGED_MODEL_SHA256.get(module_name)
 
 
-def check_weights(folder: Path, expected: str | None = None) -> str:
-    """sha256 of the folder's ``model.safetensors``.
+def check_file(path: Path, expected: str | None = None) -> str:
+    """sha256 of a model file.
 
     Raises:
-        ModelIntegrityError: the digest is not ``expected`` (when one is given).
+        ModelIntegrityError: the file is missing, or its digest is not ``expected`` (when one is given).
     """
-    weights = folder / WEIGHTS
-    digest = sha256_file(weights)
+    if not path.is_file():
+        raise ModelIntegrityError(f"{path} is missing; reinstall the model package")
+    digest = sha256_file(path)
     if expected is not None and digest != expected:
-        raise ModelIntegrityError(f"{weights} has sha256 {digest}, expected {expected}; reinstall the model package")
+        raise ModelIntegrityError(f"{path} has sha256 {digest}, expected {expected}; reinstall the model package")
     return digest
+
+
+def check_weights(folder: Path, expected: str | None = None) -> str:
+    """sha256 of the folder's ``model.safetensors`` (``check_file``)."""
+    return check_file(folder / WEIGHTS, expected)
 
 
 def mean_pooled(folder: Path) -> bool:

@@ -33,13 +33,18 @@ def key_matches(key: str, keys: list[str]) -> bool:
     return bool(key) and found
 
 
+def bearer_ok(authorization: str, keys: list[str]) -> bool:
+    """Whether an ``Authorization`` header value carries one of ``keys`` as a Bearer token."""
+    scheme, _, key = authorization.partition(" ")
+    return scheme.lower() == "bearer" and key_matches(key.strip(), keys)
+
+
 async def authorised(request: Request) -> None:
     """401 unless the request carries one of the configured keys (no keys: open)."""
     keys = request.app.state.service.settings.api_keys
     if not keys:
         return
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not key_matches(key.strip(), keys):
+    if not bearer_ok(request.headers.get("authorization", ""), keys):
         raise HTTPException(401, "missing or invalid API key: send 'Authorization: Bearer <key>'",
                             headers={"WWW-Authenticate": "Bearer"})
 

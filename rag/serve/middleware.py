@@ -9,7 +9,7 @@ import time
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from rag.serve.deps import key_matches
+from rag.serve.deps import bearer_ok
 from rag.serve.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,7 @@ class KeyGuard:
         path = scope.get("path", "")
         if scope["type"] != "http" or not self.keys or not path.startswith(self.GUARDED):
             return await self.app(scope, receive, send)
-        scheme, _, key = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1").partition(" ")
-        if scheme.lower() == "bearer" and key_matches(key.strip(), self.keys):
+        if bearer_ok(dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1"), self.keys):
             return await self.app(scope, receive, send)
         payload = json.dumps({"detail": "missing or invalid API key: send 'Authorization: Bearer <key>'"}).encode()
         await send({"type": "http.response.start", "status": 401,

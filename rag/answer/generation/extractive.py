@@ -10,11 +10,10 @@ import re
 from collections.abc import Iterator
 
 from rag.answer.citations import with_markers
-from rag.answer.evidence import Sentence
+from rag.answer.evidence import TYPED, Sentence
 from rag.answer.generation import AnswerContext
 from rag.text import content_terms
 
-SINGLE_FACT = {"date", "quantity", "person", "place"}
 _BULLET = re.compile(r"^[\s•·\-*–—\d.)]+(?=\w)")
 
 
@@ -42,7 +41,7 @@ class ExtractiveGenerator:
         if not ranked:
             return []
         chosen = [ranked[0]]
-        if ctx.evidence.kind in SINGLE_FACT and ranked[0].answer_span:
+        if ctx.evidence.kind in TYPED and ranked[0].answer_span:
             return chosen
         seen_terms = set(content_terms(ranked[0].text))
         floor = max(self.min_score, self.keep_ratio * ranked[0].score)
