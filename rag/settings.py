@@ -30,6 +30,16 @@ class Settings(BaseSettings):
     articles_dir: Path = Field(default_factory=default_articles, description="Default corpus folder: data/articles "
                                "under the working directory, else the demo articles that ship with the package.")
     index_dir: Path = Field(Path("index/default"), description="Default index folder.")
+    max_file_bytes: int = Field(
+        20_000_000, ge=1, description="Largest .md/.txt/.html/.json file ingest reads (whole); a larger one is "
+        "skipped with its size. Articles are small (BBC News: median 2 kB, longest 25 kB) and a saved news page "
+        "rarely passes 5 MB even with inline scripts; 20 MB still takes a .json array of thousands of articles, "
+        "while a stray dump cannot fill memory (a .json is parsed whole, at several times its size). A .jsonl "
+        "has no file cap: it is streamed line by line, each line under max_record_bytes.")
+    max_record_bytes: int = Field(
+        2_000_000, ge=1, description="Largest JSON/JSONL record (a .jsonl line) and largest article text in any "
+        "format; a larger one is skipped with its line or doc_id. 2 MB is 80x the longest BBC article and "
+        "~500k tokens (~2,500 chunks): past it a record is a book or a dump, not an article.")
 
     # Chunking (tiktoken cl100k_base tokens)
     chunk_tokens: int = Field(200, ge=16, le=2000, description="Target chunk size in tokens.")

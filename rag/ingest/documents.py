@@ -2,33 +2,92 @@
 
 Formats (README "Corpus formats"): ``.md``/``.txt`` with optional YAML front matter or a
 first-line title, ``.html`` through trafilatura, ``.json``/``.jsonl`` records (``id`` or BEIR ``_id``).
-A file that cannot be read is reported as a ``Skipped`` entry and the load goes on.
+A file, record or symlink that cannot be read is reported as a ``Skipped`` entry and the load goes on.
+Memory: a ``.jsonl`` is streamed line by line (``iter_documents`` yields as it reads); every other
+format is read whole, which ``Limits.file_bytes`` bounds.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, NamedTuple, Protocol, TypeVar
 
 import yaml
 
 from rag.records import Document, Skipped
+from rag.settings import Settings
 
 TEXT_SUFFIXES = {".md", ".markdown", ".txt"}
 HTML_SUFFIXES = {".html", ".htm"}
-JSON_SUFFIXES = {".json", ".jsonl"}
 # A corpus folder's own README/LICENSE describes the folder; it is not an article.
 FOLDER_DOC_STEMS = {"readme", "license", "licence", "changelog"}
 MAX_TITLE_CHARS = 200
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*\r?\n", re.S)
+_T = TypeVar("_T")
+# Past the record cap a JSONL line is read through in pieces of this size and never held whole.
+_PIECE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Size caps of one load (``Settings.max_file_bytes``, ``Settings.max_record_bytes``)."""
+
+    file_bytes: int
+    record_bytes: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(settings.max_file_bytes, settings.max_record_bytes)
+
+
+DEFAULT_LIMITS = Limits(Settings.model_fields["max_file_bytes"].default,
+                        Settings.model_fields["max_record_bytes"].default)
 
 
 class UnreadableFile(Exception):
     """Raised by a loader for a file it cannot turn into documents."""
+
+
+class Loader(Protocol):
+    """One format: a file → its documents, and a ``Skipped`` for each record it leaves out."""
+
+    def __call__(self, path: Path, doc_id: str, limits: Limits) -> Iterable[Document | Skipped]: ...
+
+
+def _size(n: int, *, exact: bool = False) -> str:
+    """``25.0 MB``, ``512.3 kB``, ``80 bytes``; ``exact`` (for a limit) drops a needless ``.0``."""
+    for unit, name in ((1_000_000, "MB"), (1_000, "kB")):
+        if n >= unit:
+            return f"{n / unit:{'g' if exact else '.1f'}} {name}"
+    return f"{n} bytes"
+
+
+def _over(what: str, size: int, limit: int, setting: str) -> str:
+    return f"{what} is {_size(size)}, over the {_size(limit, exact=True)} limit ({setting})"
+
+
+def _read_capped(path: Path, limits: Limits) -> bytes:
+    """The whole file, refused unread when it is over the file cap."""
+    size = path.stat().st_size
+    if size > limits.file_bytes:
+        raise UnreadableFile(_over("file", size, limits.file_bytes, "RAG_MAX_FILE_BYTES"))
+    return path.read_bytes()
+
+
+def _reason(exc: Exception) -> str:
+    """A skip reason from what a loader raised: ours and the OS's as they are, anything else named."""
+    if isinstance(exc, (OSError, UnreadableFile)):
+        return str(exc)
+    if isinstance(exc, json.JSONDecodeError):
+        return f"invalid JSON: {exc}"
+    return f"cannot be read: {type(exc).__name__}: {str(exc)[:200]}"
 
 
 def decode_bytes(data: bytes) -> str:
@@ -108,15 +167,15 @@ def _document(doc_id: str, title: str, text: str, meta: dict[str, Any]) -> Docum
     )
 
 
-def _load_text(path: Path, doc_id: str) -> list[Document]:
-    title, body, meta = parse_text_article(decode_bytes(path.read_bytes()), doc_id)
+def _load_text(path: Path, doc_id: str, limits: Limits) -> list[Document]:
+    title, body, meta = parse_text_article(decode_bytes(_read_capped(path, limits)), doc_id)
     return [_document(doc_id, title, body, meta)]
 
 
-def _load_html(path: Path, doc_id: str) -> list[Document]:
+def _load_html(path: Path, doc_id: str, limits: Limits) -> list[Document]:
     import trafilatura
 
-    extracted = trafilatura.bare_extraction(decode_bytes(path.read_bytes()), with_metadata=True)
+    extracted = trafilatura.bare_extraction(decode_bytes(_read_capped(path, limits)), with_metadata=True)
     if extracted is None:
         raise UnreadableFile("no article text found in HTML")
     data = extracted if isinstance(extracted, dict) else extracted.as_dict()
@@ -126,12 +185,12 @@ def _load_html(path: Path, doc_id: str) -> list[Document]:
     return [_document(doc_id, data.get("title") or doc_id, text, {k: v for k, v in meta.items() if v})]
 
 
-def _record_document(record: Any, where: str) -> Document:
+def _record_document(record: Any) -> Document:
     if not isinstance(record, dict):
-        raise UnreadableFile(f"{where}: a record must be a JSON object")
+        raise UnreadableFile("a record must be a JSON object")
     doc_id = _as_str(record.get("id", record.get("_id")))
     if not doc_id:
-        raise UnreadableFile(f"{where}: record has no 'id' or '_id'")
+        raise UnreadableFile("record has no 'id' or '_id'")
     text = normalise_text(_as_str(record.get("text")))
     meta = dict(record.get("metadata") or {}) if isinstance(record.get("metadata"), dict) else {}
     for key in ("source", "published"):
@@ -140,64 +199,191 @@ def _record_document(record: Any, where: str) -> Document:
     return _document(doc_id, _as_str(record.get("title")) or doc_id, text, meta)
 
 
-def _load_json(path: Path, doc_id: str) -> list[Document]:
-    raw = decode_bytes(path.read_bytes())
+def _line_document(data: bytes) -> Document:
+    return _record_document(json.loads(decode_bytes(data)))
+
+
+def _record_or_skip(path: Path, where: str, make: Callable[[_T], Document], value: _T) -> Document | Skipped:
+    """``make(value)``, one record's document; whatever it raises skips that record alone."""
     try:
-        if path.suffix.lower() == ".jsonl":
-            records = [json.loads(line) for line in raw.splitlines() if line.strip()]
-        else:
-            loaded = json.loads(raw)
-            records = loaded if isinstance(loaded, list) else [loaded]
+        return make(value)
+    except Exception as exc:  # noqa: BLE001 - one bad record (100k nested "[", a bad date) never loses the others
+        return Skipped(str(path), f"{where}: {_reason(exc)}")
+
+
+def _load_json(path: Path, doc_id: str, limits: Limits) -> Iterator[Document | Skipped]:
+    """A JSON object or array of them; read whole, so under the file cap."""
+    try:
+        loaded = json.loads(decode_bytes(_read_capped(path, limits)))
     except json.JSONDecodeError as exc:
         raise UnreadableFile(f"invalid JSON: {exc}") from exc
-    return [_record_document(rec, f"record {i + 1}") for i, rec in enumerate(records)]
+    records = loaded if isinstance(loaded, list) else [loaded]
+    for number, record in enumerate(records, start=1):
+        yield _record_or_skip(path, f"record {number}", _record_document, record)
 
 
-_LOADERS = {**{s: _load_text for s in TEXT_SUFFIXES}, **{s: _load_html for s in HTML_SUFFIXES},
-            **{s: _load_json for s in JSON_SUFFIXES}}
+class _Line(NamedTuple):
+    number: int
+    data: bytes  # without its line break; empty when the line is over the cap (it was never kept)
+    size: int
 
 
-def iter_files(paths: list[Path]) -> Iterator[tuple[Path, Path]]:
-    """Yield (file, root) pairs in a stable order; ``root`` is what doc_ids are relative to."""
+def _read_lines(stream: BinaryIO, cap: int) -> Iterator[_Line]:
+    """The stream's lines, none held longer than ``cap`` bytes: a longer one is read through and counted.
+
+    Split on ``\n`` alone: ``str.splitlines`` would also split at U+2028, which JSON allows inside strings.
+    """
+    for number in itertools.count(1):
+        data = stream.readline(cap + 1)
+        if not data:
+            return
+        size, last = len(data), data
+        while last and not last.endswith(b"\n") and size > cap:
+            last = stream.readline(_PIECE_BYTES)
+            size += len(last)
+        size -= len(last) - len(last.rstrip(b"\r\n"))
+        yield _Line(number, data.rstrip(b"\r\n") if size <= cap else b"", size)
+
+
+def _load_jsonl(path: Path, doc_id: str, limits: Limits) -> Iterator[Document | Skipped]:
+    """One record per line, streamed: memory holds one line at a time, so the file cap does not apply;
+    a line over the record cap is skipped with its number and the rest of the file still loads."""
+    with path.open("rb") as stream:
+        for line in _read_lines(stream, limits.record_bytes):
+            where = f"line {line.number}"
+            if line.size > limits.record_bytes:
+                yield Skipped(str(path), f"{where}: " + _over("record", line.size, limits.record_bytes,
+                                                               "RAG_MAX_RECORD_BYTES"))
+            elif line.data.strip():
+                yield _record_or_skip(path, where, _line_document, line.data)
+
+
+_LOADERS: dict[str, Loader] = {**{s: _load_text for s in TEXT_SUFFIXES}, **{s: _load_html for s in HTML_SUFFIXES},
+                               ".json": _load_json, ".jsonl": _load_jsonl}
+
+
+def _real(path: Path) -> Path:
+    """``path`` with every symlink resolved; on a link loop, where the loop starts (``Path.resolve``
+    raises RuntimeError there on Python 3.11)."""
+    return Path(os.path.realpath(path))
+
+
+def _symlink_refusal(link: Path, real_root: Path) -> str:
+    """Why ``link`` is not followed, or "" to follow it: a link may only lead to somewhere in the folder."""
+    target = _real(link)
+    if not target.is_relative_to(real_root):
+        return f"symlink to {target}, outside the ingested folder {real_root}: not followed"
+    if not target.exists():
+        return f"broken symlink (no {target})"
+    return ""
+
+
+def _walk(folder: Path, real_root: Path, entered: set[Path]) -> Iterator[Path | Skipped]:
+    """Files under ``folder`` in name order, hidden names left out; a folder is entered once (no link loops)."""
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as exc:
+        yield Skipped(str(folder), f"folder cannot be listed: {exc}")
+        return
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        refusal = _symlink_refusal(entry, real_root) if entry.is_symlink() else ""
+        if refusal:
+            yield Skipped(str(entry), refusal)
+        elif entry.is_dir():
+            real = _real(entry)
+            # Only a link can lead back to a folder; a real one is always walked (its files are
+            # deduplicated by iter_files, which keeps their real paths).
+            if entry.is_symlink() and real in entered:
+                yield Skipped(str(entry), f"symlink to {real}, a folder this ingest already walks")
+            else:
+                entered.add(real)
+                yield from _walk(entry, real_root, entered)
+        elif entry.is_file():
+            yield entry
+
+
+def _is_canonical(file: Path, root: Path, real_root: Path) -> bool:
+    """``file``'s path in the folder is its real one (no symlink on the way)."""
+    return _real(file) == real_root / file.relative_to(root)
+
+
+def iter_files(paths: list[Path]) -> Iterator[tuple[Path, Path] | Skipped]:
+    """Yield (file, root) pairs in a stable order, ``root`` being what doc_ids are relative to, and a
+    ``Skipped`` for each symlink not followed and each file reached a second time."""
+    taken: dict[Path, Path] = {}  # real file → the path it is ingested as
     for path in paths:
-        if path.is_dir():
-            for file in sorted(p for p in path.rglob("*") if p.is_file()):
-                if not any(part.startswith(".") for part in file.relative_to(path).parts):
-                    yield file, path
+        if not path.is_dir():
+            files, root = [path], path.parent
         else:
-            yield path, path.parent
+            real_root = _real(path)
+            found = list(_walk(path, real_root, {real_root}))
+            yield from (item for item in found if isinstance(item, Skipped))
+            root = path
+            # A file reached both directly and through a link keeps the doc_id of its real path.
+            files = sorted((f for f in found if isinstance(f, Path)),
+                           key=lambda f: not _is_canonical(f, path, real_root))
+        for file in files:
+            real = _real(file)
+            if real in taken:
+                yield Skipped(str(file), f"same file as {taken[real]}, which is ingested already")
+            else:
+                taken[real] = file
+                yield file, root
 
 
-def load_documents(paths: list[Path]) -> tuple[list[Document], list[Skipped]]:
-    """Load every supported file under ``paths``.
+def _load_file(file: Path, root: Path, limits: Limits) -> Iterator[Document | Skipped]:
+    """One file's documents; anything it raises skips what is left of the file, with the reason."""
+    loader = _LOADERS.get(file.suffix.lower())
+    if file.stem.lower() in FOLDER_DOC_STEMS:
+        yield Skipped(str(file), "folder README/LICENSE, not an article")
+    elif loader is None:
+        yield Skipped(str(file), f"unsupported file type {file.suffix or '(none)'}")
+    else:
+        try:
+            yield from loader(file, file.relative_to(root).with_suffix("").as_posix(), limits)
+        except Exception as exc:  # noqa: BLE001 - one bad file (a 2024-02-30 date, 100k nested "[") never ends an ingest
+            yield Skipped(str(file), _reason(exc))
+
+
+def _admitted(doc: Document, file: Path, seen: set[str], limits: Limits) -> Document | Skipped:
+    """``doc`` if it has text, within the record cap, and a doc_id not loaded before; else why not."""
+    where = f"{file}#{doc.doc_id}"
+    if not doc.text.strip():
+        return Skipped(where, "empty: no text")
+    if (size := len(doc.text.encode("utf-8"))) > limits.record_bytes:
+        return Skipped(where, _over("article text", size, limits.record_bytes, "RAG_MAX_RECORD_BYTES"))
+    if doc.doc_id in seen:
+        return Skipped(where, f"duplicate doc_id {doc.doc_id!r}")
+    seen.add(doc.doc_id)
+    return doc
+
+
+def iter_documents(paths: list[Path], limits: Limits = DEFAULT_LIMITS) -> Iterator[Document | Skipped]:
+    """Every supported file under ``paths`` as it is read: documents (doc_ids unique, the first kept)
+    and, in between, the files, records and symlinks skipped, each with a reason.
+
+    A ``.jsonl`` yields record by record, so a consumer that drops what it does not need holds
+    one line of it at a time.
+    """
+    seen: set[str] = set()
+    for item in iter_files(paths):
+        if isinstance(item, Skipped):
+            yield item
+            continue
+        for loaded in _load_file(*item, limits):
+            yield loaded if isinstance(loaded, Skipped) else _admitted(loaded, item[0], seen, limits)
+
+
+def load_documents(paths: list[Path], limits: Limits = DEFAULT_LIMITS) -> tuple[list[Document], list[Skipped]]:
+    """Load every supported file under ``paths`` (``iter_documents``, collected).
 
     Returns:
         The documents (doc_ids unique) and the files or records skipped, each with a reason.
     """
-    docs: dict[str, Document] = {}
+    docs: list[Document] = []
     skipped: list[Skipped] = []
-    for file, root in iter_files(paths):
-        loader = _LOADERS.get(file.suffix.lower())
-        if file.stem.lower() in FOLDER_DOC_STEMS:
-            skipped.append(Skipped(str(file), "folder README/LICENSE, not an article"))
-            continue
-        if loader is None:
-            skipped.append(Skipped(str(file), f"unsupported file type {file.suffix or '(none)'}"))
-            continue
-        doc_id = file.relative_to(root).with_suffix("").as_posix()
-        try:
-            loaded = loader(file, doc_id)
-        except (OSError, UnreadableFile) as exc:
-            skipped.append(Skipped(str(file), str(exc)))
-            continue
-        except Exception as exc:  # noqa: BLE001 - one bad file (a 2024-02-30 date, 100k nested "[") never ends an ingest
-            skipped.append(Skipped(str(file), f"cannot be read: {type(exc).__name__}: {str(exc)[:200]}"))
-            continue
-        for doc in loaded:
-            if not doc.text.strip():
-                skipped.append(Skipped(f"{file}#{doc.doc_id}", "empty: no text"))
-            elif doc.doc_id in docs:
-                skipped.append(Skipped(f"{file}#{doc.doc_id}", f"duplicate doc_id {doc.doc_id!r}"))
-            else:
-                docs[doc.doc_id] = doc
-    return list(docs.values()), skipped
+    for item in iter_documents(paths, limits):
+        (skipped if isinstance(item, Skipped) else docs).append(item)  # type: ignore[arg-type]
+    return docs, skipped

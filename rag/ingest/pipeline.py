@@ -14,7 +14,7 @@ from pathlib import Path
 from rag.embedding.factory import build_embedder, build_sentence_embedder
 from rag.embedding.model import Embedder
 from rag.ingest.chunking import Chunker
-from rag.ingest.documents import load_documents
+from rag.ingest.documents import DEFAULT_LIMITS, Limits, iter_documents
 from rag.ingest.vectors import ProgressFn, build_sentence_vectors, embed_chunks
 from rag.records import Document, Skipped
 from rag.settings import Settings
@@ -71,27 +71,48 @@ def _previous(root: Path, embedder: Embedder, chunker: Chunker, rebuild: bool) -
     return index, ""
 
 
+def _load_changes(paths: list[Path], limits: Limits, old_hashes: dict[str, str], report: IngestReport) -> list[Document]:
+    """The new and changed documents (new first), with ``report``'s diff filled in.
+
+    Unchanged documents are counted and dropped as they stream past, so a re-ingest of a large
+    ``.jsonl`` holds only what it must embed.
+    """
+    added: list[Document] = []
+    updated: list[Document] = []
+    seen: set[str] = set()
+    for item in iter_documents(paths, limits):
+        if isinstance(item, Skipped):
+            report.skipped.append(item)
+            continue
+        seen.add(item.doc_id)
+        old = old_hashes.get(item.doc_id)
+        if old is None:
+            added.append(item)
+        elif old != item.sha256:
+            updated.append(item)
+        else:
+            report.unchanged += 1
+    report.added, report.updated = [d.doc_id for d in added], [d.doc_id for d in updated]
+    report.removed = [doc_id for doc_id in old_hashes if doc_id not in seen]
+    return added + updated
+
+
 def ingest(paths: list[Path], root: Path, embedder: Embedder, chunker: Chunker, *, batch_size: int = 16,
            rebuild: bool = False, progress: ProgressFn | None = None,
-           sentence_embedder: Embedder | None = None) -> IngestReport:
+           sentence_embedder: Embedder | None = None, limits: Limits = DEFAULT_LIMITS) -> IngestReport:
     """Bring the index at ``root`` in line with the documents under ``paths``.
 
     Only documents whose content hash changed are chunked and embedded; documents no longer present
     are removed. The new generation is published atomically; on any error the old one stays live.
     With ``sentence_embedder`` (the answer-time model), every candidate evidence sentence is embedded
     too (``rag.ingest.vectors``), reusing the previous generation's vectors for unchanged text.
+    ``limits`` caps file and record sizes (``rag.ingest.documents.Limits``).
     """
     started = time.perf_counter()
     report = IngestReport(index=str(root))
     with ingest_lock(root):
-        docs, report.skipped = load_documents(paths)
         previous, report.rebuilt = _previous(root, embedder, chunker, rebuild)
-        old_hashes = previous.hashes() if previous else {}
-        current = {d.doc_id: d for d in docs}
-        report.added = [d.doc_id for d in docs if d.doc_id not in old_hashes]
-        report.updated = [d.doc_id for d in docs if d.doc_id in old_hashes and old_hashes[d.doc_id] != d.sha256]
-        report.removed = [doc_id for doc_id in old_hashes if doc_id not in current]
-        report.unchanged = len(docs) - len(report.added) - len(report.updated)
+        changed = _load_changes(paths, limits, previous.hashes() if previous else {}, report)
         if previous and not (report.added or report.updated or report.removed):
             report.documents_total, report.chunks_total = previous.counts()
             if sentence_embedder is not None:
@@ -99,7 +120,6 @@ def ingest(paths: list[Path], root: Path, embedder: Embedder, chunker: Chunker, 
             previous.close()
             report.seconds = time.perf_counter() - started
             return report
-        changed = [current[d] for d in report.added + report.updated]
         _publish(root, previous, changed, report, embedder, chunker, batch_size, progress, sentence_embedder)
     report.seconds = time.perf_counter() - started
     return report
@@ -157,4 +177,5 @@ def ingest_paths(settings: Settings, paths: list[Path], *, rebuild: bool = False
     sentence_embedder = build_sentence_embedder(settings) if sentences else None
     return ingest(paths, settings.index_dir, embedder, build_chunker(settings, embedder),
                   batch_size=settings.embedding_batch_size, rebuild=rebuild, progress=progress,
-                  sentence_embedder=sentence_embedder if settings.sentence_vectors else None)
+                  sentence_embedder=sentence_embedder if settings.sentence_vectors else None,
+                  limits=Limits.from_settings(settings))
