@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Iterator
 
 from rag.answer.answering import Answerer
 from rag.answer.generation import GeneratorUnavailable
 from rag.records import Answer, Turn
 from rag.serve.metrics import Metrics
+
+INTERNAL_ERROR = "the answer failed on the server (the details are in its log)"
+
+log = logging.getLogger(__name__)
 
 
 def answer_events(answerer: Answerer, question: str, history: list[Turn], top_k: int | None,
@@ -23,8 +28,17 @@ def answer_events(answerer: Answerer, question: str, history: list[Turn], top_k:
                 yield {"event": "done", "data": json.dumps(item.to_dict(), ensure_ascii=False)}
             else:
                 yield {"event": "token", "data": json.dumps({"text": item}, ensure_ascii=False)}
-    except GeneratorUnavailable as exc:
-        yield {"event": "error", "data": json.dumps({"detail": str(exc)})}
+    except Exception as exc:  # logged in failure_detail; after the headers, the stream must still end properly
+        yield {"event": "error", "data": json.dumps({"detail": failure_detail(exc)})}
+
+
+def failure_detail(exc: Exception) -> str:
+    """What a client is told when an answer stream fails after its headers went out (a 500 is no longer
+    possible): a backend's own short message, or a generic one for a bug, whose traceback goes to the log."""
+    if isinstance(exc, GeneratorUnavailable):
+        return str(exc)
+    log.error("an answer stream failed", exc_info=exc)
+    return INTERNAL_ERROR
 
 
 async def threaded(events: Iterator[dict]) -> AsyncIterator[dict]:

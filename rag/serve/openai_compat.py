@@ -23,7 +23,7 @@ from rag.answer.pipeline import Pipeline
 from rag.records import Answer, Turn
 from rag.serve.api_models import MAX_HISTORY, AnswerRequest, ChatCompletionMessage, ChatCompletionRequest, turns
 from rag.serve.deps import authorised, pipeline, service
-from rag.serve.events import threaded
+from rag.serve.events import failure_detail, threaded
 from rag.serve.metrics import Metrics
 from rag.serve.reload import ServiceState
 
@@ -83,6 +83,7 @@ def _chunks(answerer: Answerer, request: AnswerRequest, metrics: Metrics, model:
         if final is not None:
             metrics.observe_answer(final)
             yield chunk({}, "stop", citations=[c.to_dict() for c in final.citations], abstained=final.abstained)
-    except GeneratorUnavailable as exc:
-        yield {"data": json.dumps({"error": {"message": str(exc), "type": "upstream_unavailable"}})}
+    except Exception as exc:  # logged in failure_detail; the stream must still end with [DONE]
+        kind = "upstream_unavailable" if isinstance(exc, GeneratorUnavailable) else "server_error"
+        yield {"data": json.dumps({"error": {"message": failure_detail(exc), "type": kind}})}
     yield {"data": "[DONE]"}
