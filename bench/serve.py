@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
-import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -28,38 +25,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import cpu_seconds, free_port, machine, start_server  # noqa: E402
 from rag.eval.stats import percentile  # noqa: E402  (one definition of p50/p95/p99 for every report)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(index: Path, port: int) -> tuple[subprocess.Popen, float]:
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "rag", "serve", "--index", str(index), "--port", str(port)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "RAG_GENERATOR": "extractive"})
-    url = f"http://127.0.0.1:{port}/readyz"
-    while time.perf_counter() - t0 < 120:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return proc, time.perf_counter() - t0
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            sys.exit("rag serve exited; is the index built? (see the docstring)")
-        time.sleep(0.02)
-    proc.kill()
-    sys.exit("server not ready after 120 s")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far (Linux /proc), to split server cost from client cost."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def questions(base: str, n: int, seed: int = 7) -> list[str]:
@@ -109,7 +76,7 @@ def main() -> None:
         proc.wait(timeout=10)
     latencies = [ms for ms, _, _ in results]
     errors = [(status, body) for _, status, body in results if status != 200]
-    print(f"machine       {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"machine       {machine()}")
     print(f"index         {args.index}")
     print(f"cold start    {cold:.2f} s (process start → /readyz 200)")
     print(f"requests      {len(results)} from {args.clients} concurrent clients, {len(errors)} errors")
