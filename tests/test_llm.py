@@ -111,14 +111,15 @@ class TestOpenAICompatibleBackend:
 
 
 class TestUnreachableServer:
-    def test_nothing_listening_is_a_clear_error_naming_the_url(self, bundled_settings, embedder):
+    def test_nothing_listening_is_a_clear_error_and_the_log_names_the_url(self, bundled_settings, embedder, caplog):
         url = f"http://127.0.0.1:{_free_port()}/v1"
         settings = bundled_settings.model_copy(update={"generator": "openai", "openai_base_url": url,
                                                        "openai_timeout_s": 2.0, "openai_retries": 1})
         pipeline = open_pipeline(settings, embedder)
         answerer = pipeline.answerer
-        with pytest.raises(GeneratorUnavailable, match=url.replace(".", r"\.")):
+        with pytest.raises(GeneratorUnavailable, match="cannot reach the language model server") as err:
             answerer.answer("When did the CKFTA become law?")
+        assert url not in str(err.value) and url in caplog.text  # the client is told less than the operator
 
     def test_a_server_that_never_answers_times_out_instead_of_hanging(self, bundled_settings, embedder):
         silent = socket.socket()
@@ -176,3 +177,42 @@ class TestLlamaCppBackend:
         stream_again.close()  # a client that hangs up early releases the model
         assert generator.lock.acquire(timeout=1.0)
         generator.lock.release()
+
+
+class TestContextWindow:
+    """A prompt that cannot fit the model's window is a clear 413 (or a stream error event before any
+    text), never a 500 or a stream that just stops."""
+
+    def test_overflow_is_refused_before_the_model_runs(self, bundled_settings, embedder, gguf):
+        from rag.answer.generation import PromptTooLong
+        from rag.answer.generation.llamacpp import LlamaCppGenerator
+        from rag.answer.prompts import PromptLibrary
+        from tests.conftest import PROMPTS, make_passage
+
+        generator = LlamaCppGenerator(PromptLibrary(PROMPTS), n_ctx=512, max_tokens=64)
+        passages = [make_passage(i, "The central bank kept its policy rate unchanged in March. " * 12) for i in range(1, 5)]
+        ctx = AnswerContext("What did the central bank do?", passages)
+        with pytest.raises(PromptTooLong, match="of the model's 512"):
+            generator.generate(ctx)
+        stream = generator.stream(ctx)
+        with pytest.raises(PromptTooLong):
+            next(stream)  # before any piece is sent
+        assert generator.lock.acquire(timeout=1.0)  # and the model is free again
+        generator.lock.release()
+        small = AnswerContext("What did the central bank do?", passages[:1])
+        assert isinstance(generator.generate(small), str)  # a prompt that fits still runs
+
+    def test_over_http_a_413_and_an_sse_error_event(self, bundled_settings, embedder, gguf):
+        from rag.serve.app import create_app
+        from tests.conftest import LiveServer
+        from tests.test_api import sse
+
+        settings = bundled_settings.model_copy(update={"generator": "llamacpp", "llamacpp_n_ctx": 512,
+                                                       "context_tokens": 1500})
+        with LiveServer(create_app(settings, embedder)) as server:
+            question = {"question": "Why is Cambodia opening an embassy in Pakistan?"}
+            r = httpx.post(f"{server.url}/api/answer", json=question, timeout=60)
+            assert r.status_code == 413 and "RAG_CONTEXT_TOKENS" in r.json()["detail"]
+            with httpx.stream("POST", f"{server.url}/api/chat", json=question, timeout=60) as stream:
+                events = sse(stream)
+            assert [e for e, _ in events] == ["error"] and "RAG_CONTEXT_TOKENS" in events[0][1]["detail"]

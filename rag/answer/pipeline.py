@@ -37,12 +37,19 @@ class Pipeline:
     answerer: Answerer
 
 
-def open_pipeline(settings: Settings, embedder: Embedder, generator: Generator | None = None) -> Pipeline:
-    """Open the live index under ``settings.index_dir`` and build everything that answers from it."""
+def open_pipeline(settings: Settings, embedder: Embedder, generator: Generator | None = None,
+                  selector: AnswerSelector | None = None) -> Pipeline:
+    """Open the live index under ``settings.index_dir`` and build everything that answers from it.
+
+    ``generator`` and ``selector`` do not depend on the index: a server passes the ones it already
+    holds when it opens a new generation (an LLM or an ONNX session is costly to build, and memory a
+    discarded one held is not always given back to the system).
+    """
     index = open_index(settings, embedder)
     cache = sentence_cache(index, embedder)
     retriever = build_retriever(index, embedder, settings, cache)
-    answerer = build_answerer(settings, embedder, retriever, cache, idf=index.idf, generator=generator)
+    answerer = build_answerer(settings, embedder, retriever, cache, idf=index.idf, generator=generator,
+                              selector=selector)
     return Pipeline(index, retriever, answerer)
 
 
@@ -76,13 +83,15 @@ def _openai(settings: Settings, prompts: PromptLibrary) -> Generator:
     from rag.answer.generation.openai_compat import OpenAIGenerator
 
     return OpenAIGenerator(settings.openai_base_url, settings.openai_model, settings.openai_api_key, prompts,
-                           settings.openai_timeout_s, settings.openai_retries, settings.max_new_tokens)
+                           settings.openai_timeout_s, settings.openai_retries, settings.max_new_tokens,
+                           history_tokens=settings.history_tokens)
 
 
 def _llamacpp(settings: Settings, prompts: PromptLibrary) -> Generator:
     from rag.answer.generation.llamacpp import LlamaCppGenerator
 
-    return LlamaCppGenerator(prompts, settings.llamacpp_model_path, settings.max_new_tokens)
+    return LlamaCppGenerator(prompts, settings.llamacpp_model_path, settings.max_new_tokens,
+                             n_ctx=settings.llamacpp_n_ctx, history_tokens=settings.history_tokens)
 
 
 def _extractive(settings: Settings, prompts: PromptLibrary) -> Generator:
@@ -99,13 +108,16 @@ def build_generator(settings: Settings, prompts: PromptLibrary) -> Generator:
 
 
 def build_answerer(settings: Settings, embedder: Embedder, retriever: Retriever, cache: VectorCache,
-                   idf: Callable[[str], float] | None = None, generator: Generator | None = None) -> Answerer:
+                   idf: Callable[[str], float] | None = None, generator: Generator | None = None,
+                   selector: AnswerSelector | None = None) -> Answerer:
     """The Answerer over ``retriever``; ``cache`` and ``idf`` serve its evidence and citation checks."""
     prompts = PromptLibrary(settings.prompts_dir)
     generator = generator or build_generator(settings, prompts)
     writer = None if isinstance(generator, ExtractiveGenerator) else generator
-    selector = AnswerSelector(threads=settings.query_threads, max_len=settings.selector_max_len) \
-        if settings.answer_selector else None
+    if settings.answer_selector and selector is None:
+        selector = AnswerSelector(threads=settings.query_threads, max_len=settings.selector_max_len)
+    elif not settings.answer_selector:
+        selector = None
     scorer = EvidenceScorer(cache, selector, idf=idf, embed_top=settings.evidence_embed_top,
                             candidates=settings.evidence_candidates, selector_weight=settings.selector_weight)
     verifier = CitationVerifier(embedder, settings.support_threshold, settings.support_min_coverage,

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
+from anyio import to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -17,10 +19,10 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from rag import __version__
-from rag.answer.generation import GeneratorUnavailable
+from rag.answer.generation import GeneratorUnavailable, PromptTooLong
 from rag.embedding.model import Embedder
 from rag.serve import openai_compat, routes
-from rag.serve.middleware import BodyLimit, KeyGuard, Measure
+from rag.serve.middleware import Admission, BodyLimit, HostGuard, KeyGuard, Measure, SecurityHeaders
 from rag.serve.reload import ServiceState
 from rag.settings import Settings
 
@@ -31,6 +33,10 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Blocking work (sync routes, streams, reloads) runs on a bounded pool, not one thread per request.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="rag-worker"))
+        to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
         if state.embedder is None:
             from rag.embedding.factory import build_query_embedder
 
@@ -46,14 +52,25 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
                            allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(KeyGuard, keys=settings.api_keys)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(Measure, metrics=state.metrics)
+    app.add_middleware(Admission, limit=settings.max_concurrent_requests, queue_timeout_s=settings.queue_timeout_s,
+                       deadline_s=settings.request_deadline_s, metrics=state.metrics)
+    app.add_middleware(HostGuard, allowed=allowed_hosts(settings))
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(Measure, metrics=state.metrics)  # outermost: sees every status, the guards' included
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(GeneratorUnavailable, _upstream)
+    app.add_exception_handler(PromptTooLong, _too_long)
     app.include_router(routes.api)
     app.include_router(openai_compat.router)
     app.include_router(routes.ops)
     app.mount("/static", StaticFiles(directory=routes.STATIC), name="static")
     return app
+
+
+def allowed_hosts(settings: Settings) -> list[str]:
+    """The Host allowlist: the setting, plus the address the server was told to listen on (not a wildcard)."""
+    extra = [] if settings.host in {"0.0.0.0", "::", ""} else [f"[{settings.host}]" if ":" in settings.host else settings.host]
+    return [*settings.allowed_hosts, *extra]
 
 
 async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -63,6 +80,10 @@ async def _invalid(request: Request, exc: RequestValidationError) -> JSONRespons
 
 async def _upstream(request: Request, exc: GeneratorUnavailable) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=502)
+
+
+async def _too_long(request: Request, exc: PromptTooLong) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=413)
 
 
 def readable(exc: RequestValidationError) -> str:

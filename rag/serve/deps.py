@@ -14,6 +14,7 @@ from rag.answer.pipeline import Pipeline
 from rag.serve.reload import ServiceState
 
 RETRY_AFTER_S = 5
+NOT_LOADED = "no index loaded yet: run rag ingest"
 
 
 async def service(request: Request) -> ServiceState:
@@ -54,6 +55,6 @@ async def pipeline(state: ServiceState = Depends(service)) -> Pipeline:
     # Only opening a new generation blocks; checking for one is a small file read.
     loaded = await asyncio.to_thread(state.refresh) if state.newer() else state.pipeline
     if loaded is None:
-        raise HTTPException(503, f"no index loaded yet: {state.load_error or 'run rag ingest'}",
+        raise HTTPException(503, state.load_error or NOT_LOADED,
                             headers={"Retry-After": str(RETRY_AFTER_S)})
     return loaded

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+import threading
+from collections.abc import AsyncIterator, Generator, Iterator
 
 from rag.answer.answering import Answerer
 from rag.answer.generation import GeneratorUnavailable
@@ -41,11 +42,28 @@ def failure_detail(exc: Exception) -> str:
     return INTERNAL_ERROR
 
 
-async def threaded(events: Iterator[dict]) -> AsyncIterator[dict]:
-    """Run a blocking generator in a worker thread, so the event loop keeps serving others."""
+async def threaded(events: Generator[dict, None, None]) -> AsyncIterator[dict]:
+    """Run a blocking generator in a worker thread, so the event loop keeps serving others.
+
+    When the client hangs up, the generator is closed as soon as its current step ends, so what it
+    holds (the llama.cpp lock, an upstream connection) is released then, not whenever it is collected.
+    """
     sentinel = object()
-    while True:
-        item = await asyncio.to_thread(next, events, sentinel)
-        if item is sentinel:
-            return
-        yield item
+    step = threading.Lock()  # close() must wait for a next() still running in a worker
+
+    def advance():
+        with step:
+            return next(events, sentinel)
+
+    def close() -> None:
+        with step:
+            events.close()
+
+    try:
+        while True:
+            item = await asyncio.to_thread(advance)
+            if item is sentinel:
+                return
+            yield item
+    finally:
+        asyncio.get_running_loop().run_in_executor(None, close)  # not awaited: the task may be cancelled

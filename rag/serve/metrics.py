@@ -23,6 +23,10 @@ class Metrics:
                                     registry=self.registry, buckets=(.001, .005, .01, .05, .1, .5, 1, 5, 30))
         self.documents = Gauge("rag_index_documents", "Documents in the loaded index", registry=self.registry)
         self.chunks = Gauge("rag_index_chunks", "Chunks in the loaded index", registry=self.registry)
+        self.rejected = Counter("rag_rejected_requests", "Requests turned away: busy (503) or past the deadline (504)",
+                                ["reason"], registry=self.registry)
+        self.reload_failures = Counter("rag_reload_failures", "Index generations that failed to open",
+                                       registry=self.registry)
         self.index_bytes = Gauge("rag_index_bytes", "Size of the loaded index on disk", registry=self.registry)
 
     def observe_answer(self, answer: Answer) -> None:

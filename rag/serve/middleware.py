@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -105,3 +106,116 @@ class Measure:
         route = getattr(scope.get("route"), "path", "unmatched")
         self.metrics.requests.labels(route, scope["method"], str(status)).inc()
         self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
+
+
+async def _reply(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), *(headers or [])]})
+    await send({"type": "http.response.body", "body": json.dumps({"detail": detail}).encode()})
+
+
+def host_of(header: str) -> str:
+    """The host part of a Host header, without its port; IPv6 keeps its brackets.
+
+    Example:
+        >>> host_of("127.0.0.1:8000"), host_of("[::1]:8000"), host_of("Example.org")
+        ('127.0.0.1', '[::1]', 'example.org')
+    """
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[:header.find("]") + 1]
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class HostGuard:
+    """400 for a Host header not in the allowlist: a page on another origin that rebinds its DNS name to
+    127.0.0.1 cannot reach the API through the user's browser (its requests carry the attacker's host)."""
+
+    def __init__(self, app: ASGIApp, allowed: list[str]):
+        self.app, self.allowed = app, {host_of(h) for h in allowed}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or "*" in self.allowed:
+            return await self.app(scope, receive, send)
+        host = host_of(dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1"))
+        if host in self.allowed:
+            return await self.app(scope, receive, send)
+        await _reply(send, 400, "this server does not answer for that host name (RAG_ALLOWED_HOSTS)")
+
+
+class SecurityHeaders:
+    """Headers on every response: a CSP with no inline script (the UI has none), no framing, no MIME sniffing.
+
+    The OpenAPI pages (/docs, /redoc) run FastAPI's inline bootstrap script, so they get only the rest.
+    """
+
+    CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+           "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+    COMMON = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+              (b"referrer-policy", b"no-referrer")]
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        docs = scope.get("path", "").startswith(("/docs", "/redoc"))
+        extra = self.COMMON if docs else [(b"content-security-policy", self.CSP.encode()), *self.COMMON]
+
+        async def with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+        await self.app(scope, receive, with_headers)
+
+
+class Admission:
+    """Bounded work: at most ``limit`` /api and /v1 requests at work at once.
+
+    A request waits at most ``queue_timeout_s`` for a slot, else 503 with ``Retry-After``; one whose
+    response has not started within ``deadline_s`` gets a 504 (a stream, once started, runs on under its
+    generator's own timeout). Health, readiness, metrics and the UI's files are never queued.
+    """
+
+    LIMITED = ("/api/", "/v1/")
+
+    def __init__(self, app: ASGIApp, limit: int, queue_timeout_s: float, deadline_s: float, metrics: Metrics):
+        self.app, self.limit, self.queue_timeout_s, self.deadline_s = app, limit, queue_timeout_s, deadline_s
+        self.metrics = metrics
+        self._slots: asyncio.Semaphore | None = None  # made on first use, inside the server's event loop
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope.get("path", "").startswith(self.LIMITED):
+            return await self.app(scope, receive, send)
+        self._slots = self._slots or asyncio.Semaphore(self.limit)
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self.queue_timeout_s)
+        except TimeoutError:
+            self.metrics.rejected.labels("busy").inc()
+            return await _reply(send, 503, f"the server is busy ({self.limit} requests at work): retry shortly",
+                                [(b"retry-after", b"1")])
+        try:
+            await self._within_deadline(scope, receive, send)
+        finally:
+            self._slots.release()
+
+    async def _within_deadline(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracked(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+        task = asyncio.ensure_future(self.app(scope, receive, tracked))
+        done, _ = await asyncio.wait({task}, timeout=self.deadline_s)
+        if done or started:
+            return await task
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        if not started:
+            self.metrics.rejected.labels("deadline").inc()
+            await _reply(send, 504, f"no answer within {self.deadline_s:g} s (RAG_REQUEST_DEADLINE_S)")

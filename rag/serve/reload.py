@@ -1,16 +1,54 @@
-"""Hot reload: the server opens a newly published index generation without a restart."""
+"""Hot reload: the server opens a newly published index generation without a restart.
+
+A generation that fails to open never takes a working server down: the loaded pipeline keeps
+serving, the failure is logged and remembered, and the same generation is tried again only after a
+back-off (doubling, at most ``MAX_BACKOFF_S``), so neither requests nor ``/readyz`` rebuild it on
+every call. The generator (an LLM backend can hold a model in memory) and the answer selector
+are built once and reused.
+"""
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from rag.answer.generation import Generator
 from rag.answer.pipeline import Pipeline, open_pipeline
+from rag.answer.selector import AnswerSelector
 from rag.embedding.model import Embedder
 from rag.errors import UserError
 from rag.serve.metrics import Metrics
+from rag.serve.starters import starter_questions
 from rag.settings import Settings
 from rag.store.index import current_generation
+
+log = logging.getLogger(__name__)
+MAX_BACKOFF_S = 600.0
+_PATH = re.compile(r"(?:[\w.~-]*/)+([\w.-]+)")
+
+
+def without_paths(message: str) -> str:
+    """A message fit for an unauthenticated client: every path cut to its last part.
+
+    Example:
+        >>> without_paths("no index at /srv/rag/index/default: run rag ingest")
+        'no index at default: run rag ingest'
+    """
+    return _PATH.sub(r"\1", message)
+
+
+@dataclass(frozen=True)
+class FailedLoad:
+    """A generation that did not open: when to try it again, and a reason without paths."""
+
+    generation: Path
+    attempts: int
+    retry_at: float  # time.monotonic()
+    reason: str
 
 
 class ServiceState:
@@ -19,34 +57,75 @@ class ServiceState:
     Until one is, ``pipeline`` is None and ``load_error`` says why (the API answers 503).
     """
 
-    def __init__(self, settings: Settings, embedder: Embedder | None):
-        self.settings, self.embedder = settings, embedder
+    def __init__(self, settings: Settings, embedder: Embedder | None, clock=time.monotonic):
+        self.settings, self.embedder, self.clock = settings, embedder, clock
         self.pipeline: Pipeline | None = None
-        self.load_error = ""
+        self.failed: FailedLoad | None = None
         self.metrics = Metrics()
+        self._generator: Generator | None = None  # built once, reused by every generation
+        self._selector: AnswerSelector | None = None
+        self._starters: tuple[Path | None, list[str]] = (None, [])
         self._lock = threading.Lock()
 
+    @property
+    def load_error(self) -> str:
+        return self.failed.reason if self.failed else ""
+
     def newer(self) -> Path | None:
-        """The live generation when it is not the loaded one; None when there is nothing to open."""
-        live = current_generation(self.settings.index_dir)
+        """The live generation when it should be opened now: not the loaded one, not one backing off."""
+        if self.embedder is None:
+            return None
+        try:
+            live = current_generation(self.settings.index_dir)
+        except OSError:
+            log.exception("cannot read the index's CURRENT pointer")
+            return None
         loaded = self.pipeline.index.generation if self.pipeline else None
-        return live if live is not None and live != loaded and self.embedder is not None else None
+        if live is None or live == loaded:
+            return None
+        if self.failed and self.failed.generation == live and self.clock() < self.failed.retry_at:
+            return None
+        return live
 
     def refresh(self) -> Pipeline | None:
-        """Open the live generation if it is not the one loaded (cheap when nothing changed)."""
-        live = self.newer()
-        if live is None:
+        """Open the live generation if it should be (cheap when nothing changed); keep the loaded one on failure."""
+        if self.newer() is None:
             return self.pipeline
         with self._lock:
-            if self.pipeline is None or self.pipeline.index.generation != live:
-                try:
-                    self.pipeline = open_pipeline(self.settings, self.embedder)
-                    self.load_error = ""
-                except UserError as exc:
-                    self.load_error = str(exc)
-                    return self.pipeline
-                index = self.pipeline.index
-                self.metrics.documents.set(index.manifest.documents)
-                self.metrics.chunks.set(index.manifest.chunks)
-                self.metrics.index_bytes.set(index.size_bytes())
+            live = self.newer()  # another thread may have opened it while this one waited
+            if live is None:
+                return self.pipeline
+            try:
+                # open_pipeline opens (and checks) the index before anything is built on it.
+                pipeline = open_pipeline(self.settings, self.embedder, generator=self._generator,
+                                         selector=self._selector)
+            except Exception as exc:  # any failure: a half-written or corrupt generation, a bad model file
+                self._remember_failure(live, exc)
+                return self.pipeline
+            self.pipeline, self.failed = pipeline, None
+            self._generator, self._selector = pipeline.answerer.generator, pipeline.answerer.selector
+            index = pipeline.index
+            self.metrics.documents.set(index.manifest.documents)
+            self.metrics.chunks.set(index.manifest.chunks)
+            self.metrics.index_bytes.set(index.size_bytes())
         return self.pipeline
+
+    def _remember_failure(self, live: Path, exc: Exception) -> None:
+        attempts = self.failed.attempts + 1 if self.failed and self.failed.generation == live else 1
+        backoff = min(self.settings.reload_backoff_s * 2 ** (attempts - 1), MAX_BACKOFF_S)
+        serving = f"still serving generation {self.pipeline.index.generation.name}" if self.pipeline else "nothing loaded"
+        log.error("index generation %s failed to open (attempt %d; %s; next try in %.0f s): %s",
+                  live, attempts, serving, backoff, exc, exc_info=not isinstance(exc, OSError | ValueError))
+        # The HTTP side sees this reason: a user-facing message with its paths cut to their last part.
+        what = without_paths(str(exc)) if isinstance(exc, UserError) else type(exc).__name__
+        reason = f"index generation {live.name} failed to open ({what}); next try in {backoff:.0f} s"
+        self.failed = FailedLoad(live, attempts, self.clock() + backoff, reason)
+        self.metrics.reload_failures.inc()
+
+    def starters(self, pipeline: Pipeline) -> list[str]:
+        """Starter questions, computed once per index generation."""
+        generation, questions = self._starters
+        if generation != pipeline.index.generation:
+            questions = starter_questions(pipeline.index)
+            self._starters = (pipeline.index.generation, questions)
+        return questions

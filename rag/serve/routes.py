@@ -11,11 +11,9 @@ from sse_starlette.sse import EventSourceResponse
 
 from rag.answer.pipeline import Pipeline
 from rag.serve.api_models import MAX_QUESTION_CHARS, AnswerRequest, AnswerResponse, turns
-from rag.serve.deps import RETRY_AFTER_S, authorised, pipeline, service
+from rag.serve.deps import NOT_LOADED, RETRY_AFTER_S, authorised, pipeline, service
 from rag.serve.events import answer_events, threaded
 from rag.serve.reload import ServiceState
-from rag.store.index import Index
-from rag.text import split_sentences
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -67,26 +65,8 @@ def document(doc_id: str, p: Pipeline = Depends(pipeline)) -> dict:
 
 
 @api.get("/api/starters", tags=["ui"])
-def starters(p: Pipeline = Depends(pipeline)) -> dict:
-    return {"questions": starter_questions(p.index)}
-
-
-def starter_questions(index: Index, limit: int = 4) -> list[str]:
-    """Questions drawn from the loaded articles: their own FAQ-style questions first, then titles."""
-    found: list[str] = []
-    docs = index.documents(limit=50)
-    for meta in docs:
-        doc = index.document(meta["doc_id"])
-        for s, e in split_sentences(doc.text):
-            sentence = doc.text[s:e]
-            if sentence.endswith("?") and 20 <= len(sentence) <= 110 and sentence not in found:
-                found.append(sentence)
-                break
-    for meta in docs:
-        if len(found) >= limit:
-            break
-        found.append(f"What does the article “{meta['title']}” report?")
-    return found[:limit]
+def starters(p: Pipeline = Depends(pipeline), state: ServiceState = Depends(service)) -> dict:
+    return {"questions": state.starters(p)}
 
 
 @ops.get("/healthz", tags=["ops"])
@@ -96,13 +76,17 @@ def healthz() -> dict:
 
 @ops.get("/readyz", tags=["ops"])
 def readyz(state: ServiceState = Depends(service)) -> Response:
-    loaded = state.refresh()
+    """200 once an index is loaded (with what it holds); 503 before. No filesystem paths, ever."""
+    loaded = state.refresh()  # cheap: a failed generation is retried only after its back-off
     if loaded is None:
-        return JSONResponse({"status": "not ready", "detail": state.load_error or "model or index not loaded"},
+        return JSONResponse({"status": "not ready", "detail": state.load_error or NOT_LOADED},
                             status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
     m = loaded.index.manifest
-    return JSONResponse({"status": "ready", "documents": m.documents, "chunks": m.chunks,
-                         "generation": m.generation, "generator": loaded.answerer.generator.name})
+    body = {"status": "ready", "documents": m.documents, "chunks": m.chunks,
+            "generation": m.generation, "generator": loaded.answerer.generator.name}
+    if state.load_error:  # a newer generation failed: still serving this one
+        body["reload_error"] = state.load_error
+    return JSONResponse(body)
 
 
 @ops.get("/metrics", tags=["ops"])

@@ -28,6 +28,10 @@ class GeneratorUnavailable(UserError, RuntimeError):
     """The backend cannot be reached or loaded; the message says which and how to fix it."""
 
 
+class PromptTooLong(GeneratorUnavailable):
+    """The prompt does not fit the model's context window even with the history cut: a 413 over HTTP."""
+
+
 class Generator(Protocol):
     name: str
 

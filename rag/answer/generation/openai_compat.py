@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 
 from rag.answer.generation import AnswerContext, GeneratorUnavailable
-from rag.answer.generation.chat import answer_messages
+from rag.answer.generation.chat import HISTORY_TOKENS, answer_messages
 from rag.answer.prompts import PromptLibrary
 
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
@@ -34,10 +34,12 @@ class OpenAIGenerator:
     name = "openai"
 
     def __init__(self, base_url: str, model: str, api_key: str, prompts: PromptLibrary,
-                 timeout_s: float = 60.0, retries: int = 2, max_tokens: int = 256):
+                 timeout_s: float = 60.0, retries: int = 2, max_tokens: int = 256,
+                 history_tokens: int = HISTORY_TOKENS):
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.timeout_s = timeout_s
         self.model, self.prompts, self.retries, self.max_tokens = model, prompts, retries, max_tokens
+        self.history_tokens = history_tokens
         self.client = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)),
                                    headers={"Authorization": f"Bearer {api_key}"})
 
@@ -83,10 +85,10 @@ class OpenAIGenerator:
         return self._with_retries(call)
 
     def generate(self, ctx: AnswerContext) -> str:
-        return self.complete(answer_messages(ctx, self.prompts))
+        return self.complete(answer_messages(ctx, self.prompts, self.history_tokens))
 
     def stream(self, ctx: AnswerContext) -> Iterator[str]:
-        body = self._body(answer_messages(ctx, self.prompts), self.max_tokens, True)
+        body = self._body(answer_messages(ctx, self.prompts, self.history_tokens), self.max_tokens, True)
 
         def open_stream():
             request = self.client.build_request("POST", self.url, json=body)

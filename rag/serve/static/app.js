@@ -3,7 +3,50 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { history: [], busy: false, docs: new Map() };
+const state = { history: [], busy: false, docs: new Map(), key: sessionStorage.getItem("rag-api-key") || "" };
+// The server refuses bodies over 64 KiB by default (RAG_MAX_BODY_BYTES): history is trimmed well under that.
+const MAX_BODY_BYTES = 48 * 1024;
+const MAX_TURN_CHARS = 4000;
+
+// fetch with the API key, when the server wants one: a 401 shows the key form, and the request is
+// sent again once a key is entered.
+async function api(path, options = {}) {
+  for (;;) {
+    const headers = { ...(options.headers || {}) };
+    if (state.key) headers.Authorization = `Bearer ${state.key}`;
+    const response = await fetch(path, { ...options, headers });
+    if (response.status !== 401) return response;
+    await askForKey(state.key ? "That key was not accepted." : "");
+  }
+}
+
+let keyWaiters = [];
+function askForKey(message) {
+  const form = $("key-form");
+  $("key-status").textContent = message;
+  form.hidden = false;
+  $("api-key").focus();
+  return new Promise((resolve) => keyWaiters.push(resolve));
+}
+
+$("key-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  state.key = $("api-key").value.trim();
+  sessionStorage.setItem("rag-api-key", state.key);  // this tab only, gone when it closes
+  $("api-key").value = "";
+  $("key-form").hidden = true;
+  const waiting = keyWaiters;
+  keyWaiters = [];
+  for (const resolve of waiting) resolve();
+});
+
+// The newest turns whose JSON fits the body limit beside the question (each turn capped too).
+function trimmedHistory(question) {
+  const turns = state.history.slice(-20).map((t) => ({ role: t.role, content: t.content.slice(0, MAX_TURN_CHARS) }));
+  const bytes = (value) => new TextEncoder().encode(JSON.stringify(value)).length;
+  while (turns.length && bytes({ question, history: turns }) > MAX_BODY_BYTES) turns.splice(0, 2);
+  return turns;
+}
 
 function el(tag, cls, text) {
   const node = document.createElement(tag);
@@ -80,7 +123,7 @@ function renderSources(answer) {
 
 async function fetchDocument(docId) {
   if (!state.docs.has(docId)) {
-    const r = await fetch(`/api/documents/${docId.split("/").map(encodeURIComponent).join("/")}`);
+    const r = await api(`/api/documents/${docId.split("/").map(encodeURIComponent).join("/")}`);
     if (!r.ok) throw new Error(`could not load the article (${r.status})`);
     state.docs.set(docId, await r.json());
   }
@@ -143,10 +186,10 @@ async function ask(question) {
   const bot = addMessage("bot", "");
   bot.dataset.question = question;
   try {
-    const response = await fetch("/api/chat", {
+    const response = await api("/api/chat", {
       method: "POST",
       headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
-      body: JSON.stringify({ question, history: state.history.slice(-20) }),
+      body: JSON.stringify({ question, history: trimmedHistory(question) }),
     });
     if (!response.ok) {
       const body = await response.json().catch(() => ({}));
@@ -183,7 +226,7 @@ async function loadStarters() {
   box.replaceChildren();
   box.hidden = false;
   try {
-    const r = await fetch("/api/starters");
+    const r = await api("/api/starters");
     if (!r.ok) return;
     for (const q of (await r.json()).questions) {
       const b = el("button", "", q);
