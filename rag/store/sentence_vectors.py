@@ -2,9 +2,10 @@
 
 Evidence scoring embeds the best few candidate sentences of the retrieved passages; at answer time
 that was ~60% of an extractive answer's CPU. Ingest embeds every candidate sentence once, with the
-answer-time model, and stores them beside the index in ``sentences/``: float16 vectors sorted by a
-64-bit hash of their text, tagged with the model variant that made them. Both arrays are memory-mapped,
-so opening costs the same for two articles or a million sentences, and only looked-up rows are read.
+answer-time model, and stores them in the generation it publishes (``sentences/``): float16 vectors
+sorted by a 64-bit hash of their text, tagged with the model variant that made them. Both arrays are
+memory-mapped, so opening costs the same for two articles or a million sentences, and only looked-up
+rows are read.
 A server whose answer-time model differs ignores them and embeds as before: they are never required.
 """
 
@@ -12,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,19 +55,13 @@ class SentenceVectors:
         return None if i is None else self.vectors[i].astype(np.float32)
 
     def save(self, folder: Path) -> None:
-        """Write ``folder/sentences`` whole: staged beside it, then renamed into place."""
-        target, staged = folder / DIR, folder / f".{DIR}.tmp{os.getpid()}"
-        for leftover in folder.glob(f".{DIR}.*"):  # from an interrupted earlier save
-            shutil.rmtree(leftover, ignore_errors=True)
-        staged.mkdir()
-        np.save(staged / "keys.npy", self.keys)
-        np.save(staged / "vectors.npy", self.vectors)
-        (staged / "meta.json").write_text(json.dumps({"model": self.model, "count": len(self)}))
-        if target.exists():  # replacing vectors of another model: readers treat a missing folder as none
-            old = folder / f".{DIR}.old{os.getpid()}"
-            os.replace(target, old)
-            shutil.rmtree(old)
-        os.replace(staged, target)
+        """Write ``folder/sentences``. ``folder`` is a generation being staged, never a published one:
+        readers memory-map these files, and the writer fsyncs them with the rest before publishing."""
+        path = folder / DIR
+        path.mkdir()
+        np.save(path / "keys.npy", self.keys)
+        np.save(path / "vectors.npy", self.vectors)
+        (path / "meta.json").write_text(json.dumps({"model": self.model, "count": len(self)}))
 
     @classmethod
     def load(cls, folder: Path) -> SentenceVectors | None:

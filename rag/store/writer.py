@@ -1,9 +1,15 @@
 """The on-disk index, write side: a new generation is written beside the live one, then published.
 
 ``write_generation`` carries an incremental update from the previous generation (docstore copy,
-FAISS clone) to a staging folder, adds and removes chunks, rebuilds BM25, writes the manifest last
-and publishes with one atomic rename of ``CURRENT``. On any error the staging folder is removed and
-the previous generation stays live.
+FAISS clone) to a staging folder, adds and removes chunks, rebuilds BM25, writes the extra files
+(sentence vectors) and the manifest last, and publishes with one atomic rename of ``CURRENT``. On any
+error before the swap the staging folder is removed and the previous generation stays live.
+
+Durability, so that a crash or power loss at any moment leaves CURRENT naming a complete generation:
+every file and folder of the staging folder is fsynced before the rename that makes it ``gen-N``;
+the index folder is fsynced after that rename; CURRENT is written to a temp file, fsynced,
+``os.replace``d and the index folder fsynced again. Nothing is ever written into a published
+generation.
 """
 
 from __future__ import annotations
@@ -115,12 +121,25 @@ def next_generation_name(root: Path) -> str:
     return f"gen-{max(numbers, default=0) + 1:06d}"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def fsync_dir(path: Path) -> None:
+    """Make a folder's entries (files created, renamed or removed in it) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_tree(folder: Path) -> None:
+    """fsync every file under ``folder``, then every folder bottom-up (``bm25/``, ``sentences/``, itself)."""
+    for here, _dirs, files in os.walk(folder, topdown=False):
+        for name in files:
+            fd = os.open(os.path.join(here, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(here))
 
 
 def swap_current(root: Path, name: str) -> None:
@@ -128,26 +147,37 @@ def swap_current(root: Path, name: str) -> None:
     tmp = root / f"{CURRENT}.tmp"
     write_durably(tmp, name.encode("utf-8"))
     os.replace(tmp, root / CURRENT)
-    _fsync_dir(root)
+    fsync_dir(root)
 
 
-def publish(root: Path, staging: Path, name: str, keep: int = 2) -> Path:
-    """Make ``staging`` the live generation ``name``: fsync, rename, swap CURRENT atomically."""
-    for path in staging.rglob("*"):
-        if path.is_file():
-            with open(path, "rb+") as fh:
-                os.fsync(fh.fileno())
-    _fsync_dir(staging)
+def named_by_current(root: Path) -> str | None:
+    """The generation name CURRENT holds (None when there is none); an unreadable CURRENT raises."""
+    try:
+        return (root / CURRENT).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+
+
+def publish(root: Path, staging: Path, name: str) -> Path:
+    """Make ``staging`` the live generation ``name``: fsync it whole, rename it, swap CURRENT atomically.
+
+    Then every other generation is removed except the one CURRENT named before (a server that opened
+    it before the swap keeps reading it), which also clears generations a crash left unpublished.
+    """
+    before = named_by_current(root)
+    fsync_tree(staging)
     final = root / name
     os.replace(staging, final)
     try:
+        fsync_dir(root)
         swap_current(root, name)
     except BaseException:
-        shutil.rmtree(final, ignore_errors=True)
+        # CURRENT may have been renamed before the failure (its fsync failing, an interrupt): then
+        # ``final`` is live and must stay.
+        if named_by_current(root) != name:
+            shutil.rmtree(final, ignore_errors=True)
         raise
-    # Keep the previous generation too: a server that opened it before the swap keeps reading it.
-    generations = sorted(p for p in root.glob("gen-*") if p.is_dir())
-    for old in generations[:-keep]:
-        if old != final:
+    for old in root.glob("gen-*"):
+        if old.is_dir() and old.name not in (name, before):
             shutil.rmtree(old, ignore_errors=True)
     return final
