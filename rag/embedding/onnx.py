@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.durable import fsync_path
 from rag.embedding.model import WEIGHTS, check_weights, mean_pooled, resolve_model, sha256_file
 
 log = logging.getLogger(__name__)
@@ -86,14 +87,6 @@ def quantize_onnx(source: Path, target: Path) -> None:
         root.setLevel(level)
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _record(path: Path) -> Path:
     return path.with_name(f"{path.name}.sha256")
 
@@ -112,16 +105,16 @@ def recorded_digest(path: Path) -> str | None:
 
 def _install(tmp: Path, target: Path) -> str:
     """Publish a freshly built ``tmp`` as ``target``, durably, then record its digest the same way."""
-    _fsync(tmp)
+    fsync_path(tmp)
     digest = sha256_file(tmp)
     _record(target).unlink(missing_ok=True)  # the old record must never vouch for the new file
     os.replace(tmp, target)
-    _fsync(target.parent)
+    fsync_path(target.parent)
     record_tmp = _record(tmp)
     record_tmp.write_text(digest, encoding="utf-8")
-    _fsync(record_tmp)
+    fsync_path(record_tmp)
     os.replace(record_tmp, _record(target))
-    _fsync(target.parent)
+    fsync_path(target.parent)
     return digest
 
 

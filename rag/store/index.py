@@ -16,7 +16,6 @@ The write side (staging, publishing) is ``rag.store.writer``.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from rag.durable import write_durably
 from rag.errors import UserError
 from rag.records import Document, Ranked, StoredChunk
 from rag.store.docstore import ChunkText, DocStore
@@ -71,14 +71,6 @@ class Manifest:
 
     def write(self, folder: Path) -> None:
         write_durably(folder / MANIFEST, json.dumps(self.__dict__, indent=2).encode("utf-8"))
-
-
-def write_durably(path: Path, data: bytes) -> None:
-    """Write and fsync, so a rename that publishes the file never exposes an empty one after a crash."""
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def current_generation(root: Path) -> Path | None:

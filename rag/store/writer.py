@@ -26,10 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from rag.durable import fsync_path, fsync_tree, write_durably
 from rag.errors import UserError
 from rag.records import Chunk, Document
 from rag.store.docstore import ChunkText, DocStore
-from rag.store.index import BM25_DIR, CURRENT, DOCSTORE, FORMAT_VERSION, VECTORS, Index, Manifest, write_durably
+from rag.store.index import BM25_DIR, CURRENT, DOCSTORE, FORMAT_VERSION, VECTORS, Index, Manifest
 from rag.store.lexical import LexicalIndex
 from rag.store.vectors import VectorIndex
 
@@ -121,33 +122,12 @@ def next_generation_name(root: Path) -> str:
     return f"gen-{max(numbers, default=0) + 1:06d}"
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a folder's entries (files created, renamed or removed in it) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_tree(folder: Path) -> None:
-    """fsync every file under ``folder``, then every folder bottom-up (``bm25/``, ``sentences/``, itself)."""
-    for here, _dirs, files in os.walk(folder, topdown=False):
-        for name in files:
-            fd = os.open(os.path.join(here, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fsync_dir(Path(here))
-
-
 def swap_current(root: Path, name: str) -> None:
     """Point CURRENT at generation ``name`` in one atomic rename."""
     tmp = root / f"{CURRENT}.tmp"
     write_durably(tmp, name.encode("utf-8"))
     os.replace(tmp, root / CURRENT)
-    fsync_dir(root)
+    fsync_path(root)
 
 
 def named_by_current(root: Path) -> str | None:
@@ -169,7 +149,7 @@ def publish(root: Path, staging: Path, name: str) -> Path:
     final = root / name
     os.replace(staging, final)
     try:
-        fsync_dir(root)
+        fsync_path(root)
         swap_current(root, name)
     except BaseException:
         # CURRENT may have been renamed before the failure (its fsync failing, an interrupt): then
