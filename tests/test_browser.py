@@ -38,8 +38,9 @@ def page(browser, live_server):
 def ask(page, question: str) -> None:
     page.fill("#question", question)
     page.press("#question", "Enter")
-    page.wait_for_function("document.querySelector('#send') && !document.querySelector('#send').disabled "
-                           "&& document.querySelectorAll('.msg.bot').length > 0")
+    # Locator waits, not wait_for_function: the page's CSP (no eval) applies to the test's scripts too.
+    sync_api.expect(page.locator(".msg.bot").last).to_be_attached()
+    sync_api.expect(page.locator("#send")).to_be_enabled(timeout=30_000)
 
 
 def test_answer_streams_with_a_chip_that_opens_the_highlighted_span(page):

@@ -136,4 +136,5 @@ def test_rag_serve_as_a_process_answers_and_stops_cleanly(bundled_index, tmp_pat
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)
         log.close()
-    assert code == 0, (tmp_path / "serve.log").read_text()
+    # uvicorn shuts down gracefully, then re-raises the signal it caught, so the exit is "by SIGTERM".
+    assert code in (0, -signal.SIGTERM), (tmp_path / "serve.log").read_text()
