@@ -43,14 +43,13 @@ def without_paths(message: str) -> str:
     return _PATH.sub(r"\1", message)
 
 
-def release(previous: Pipeline | None) -> None:
+def trim_memory() -> None:
     """Give the memory of a replaced generation back to the system.
 
     Requests still running on it keep it alive until they end; what is already free sits in glibc's
     per-thread arenas, which a long-running server would otherwise grow by about one generation per
     reload (bench/soak.py: RSS +12% over one reload under load without this).
     """
-    del previous
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -119,13 +118,13 @@ class ServiceState:
             except Exception as exc:  # any failure: a half-written or corrupt generation, a bad model file
                 self._remember_failure(live, exc)
                 return self.pipeline
-            previous, self.pipeline, self.failed = self.pipeline, pipeline, None
+            self.pipeline, self.failed = pipeline, None  # the replaced one lives on only in running requests
             self._generator, self._selector = pipeline.answerer.generator, pipeline.answerer.selector
             index = pipeline.index
             self.metrics.documents.set(index.manifest.documents)
             self.metrics.chunks.set(index.manifest.chunks)
             self.metrics.index_bytes.set(index.size_bytes())
-        release(previous)
+        trim_memory()
         return self.pipeline
 
     def _remember_failure(self, live: Path, exc: Exception) -> None:
