@@ -31,8 +31,8 @@ from rag.errors import UserError
 from rag.records import Chunk, Document
 from rag.store.docstore import ChunkText, DocStore
 from rag.store.index import BM25_DIR, CURRENT, DOCSTORE, FORMAT_VERSION, VECTORS, Index, Manifest
-from rag.store.lexical import LexicalIndex
-from rag.store.vectors import VectorIndex
+from rag.store.lexical import LexicalIndex, chunk_text
+from rag.store.vectors import VectorIndex, VectorPolicy
 
 ExtraPass = Callable[[Path, list[ChunkText]], None]  # (staging folder, every chunk's text) → more files
 
@@ -65,7 +65,8 @@ def ingest_lock(root: Path) -> Iterator[None]:
 
 def write_generation(root: Path, previous: Index | None, *, removed: list[str], documents: list[Document],
                      chunks: list[Chunk], vectors: np.ndarray, model: str, dimension: int,
-                     chunker: dict[str, Any], extra: ExtraPass | None = None) -> Written:
+                     chunker: dict[str, Any], extra: ExtraPass | None = None,
+                     vector_policy: VectorPolicy = VectorPolicy()) -> Written:
     """Publish a generation: ``previous`` without the chunks of ``removed`` doc_ids, plus ``documents``.
 
     Args:
@@ -74,6 +75,7 @@ def write_generation(root: Path, previous: Index | None, *, removed: list[str], 
         documents, chunks, vectors: what is new; ``vectors[i]`` embeds ``chunks[i]``.
         model, dimension, chunker: recorded in the manifest (a reader checks them).
         extra: writes more files into the staging folder before publishing (the sentence vectors).
+        vector_policy: the kind of vector index to write (exact, IVF, HNSW; ``rag.store.vectors``).
     """
     staging = staging_dir(root)
     try:
@@ -88,11 +90,16 @@ def write_generation(root: Path, previous: Index | None, *, removed: list[str], 
         ids = np.arange(first_id, first_id + len(chunks), dtype=np.int64)
         store = DocStore(staging / DOCSTORE)
         store.apply(removed, documents, list(zip(ids.tolist(), chunks)))
-        index.remove(stale_ids)
-        index.add(ids, vectors)
+        index = index.updated(stale_ids, ids, vectors, vector_policy)
         index.save(staging / VECTORS)
         rows = list(store.iter_chunk_texts())
-        LexicalIndex.build([r.id for r in rows], [f"{r.title}\n{r.text}" for r in rows]).save(staging / BM25_DIR)
+        if previous and previous.lexical.incremental:  # one segment for the new chunks, tombstones for the stale
+            titles = {d.doc_id: d.title for d in documents}
+            lexical = previous.lexical.updated(ids.tolist(), [chunk_text(titles[c.doc_id], c.text) for c in chunks],
+                                               removed=stale_ids)
+        else:  # from scratch, or a bm25s index from before segments: every chunk once
+            lexical = LexicalIndex.build([r.id for r in rows], [chunk_text(r.title, r.text) for r in rows])
+        lexical.save(staging / BM25_DIR)
         if extra is not None:
             extra(staging, rows)
         n_documents, n_chunks = store.counts()
