@@ -66,7 +66,7 @@ class Settings(BaseSettings):
         "auto", description="auto: exact search (flat) up to vector_exact_max chunks, IVF above; or force one. "
         "The ingest that crosses the size, or finds another kind, converts the index from its stored vectors.")
     vector_exact_max: int = Field(20_000, ge=0, description="Largest index auto keeps exact: a flat query costs "
-                                  "~0.13 ms per 1000 chunks on one core (2.6 ms at 20k), IVF stays under 3 ms at 10^6.")
+                                  "~0.13 ms per 1000 chunks on one core, ~2.6 ms at 20k (bench/scale.py --flat-cost).")
     ivf_nprobe: int = Field(64, ge=1, description="IVF cells a query scans, of ~4*sqrt(chunks) (4096 at 10^6).")
     hnsw_m: int = Field(32, ge=4, le=128, description="HNSW links per vector (memory: 8*M bytes each at level 0).")
     hnsw_ef_construction: int = Field(80, ge=8, description="HNSW build candidate list (higher: better graph, slower).")
