@@ -31,7 +31,7 @@ from rag.errors import UserError
 from rag.records import Chunk, Document
 from rag.store.docstore import ChunkText, DocStore
 from rag.store.index import BM25_DIR, CURRENT, DOCSTORE, FORMAT_VERSION, VECTORS, Index, Manifest
-from rag.store.lexical import LexicalIndex
+from rag.store.lexical import LexicalIndex, chunk_text
 from rag.store.vectors import VectorIndex, VectorPolicy
 
 ExtraPass = Callable[[Path, list[ChunkText]], None]  # (staging folder, every chunk's text) → more files
@@ -93,7 +93,13 @@ def write_generation(root: Path, previous: Index | None, *, removed: list[str], 
         index = index.updated(stale_ids, ids, vectors, vector_policy)
         index.save(staging / VECTORS)
         rows = list(store.iter_chunk_texts())
-        LexicalIndex.build([r.id for r in rows], [f"{r.title}\n{r.text}" for r in rows]).save(staging / BM25_DIR)
+        if previous and previous.lexical.incremental:  # one segment for the new chunks, tombstones for the stale
+            titles = {d.doc_id: d.title for d in documents}
+            lexical = previous.lexical.updated(ids.tolist(), [chunk_text(titles[c.doc_id], c.text) for c in chunks],
+                                               removed=stale_ids)
+        else:  # from scratch, or a bm25s index from before segments: every chunk once
+            lexical = LexicalIndex.build([r.id for r in rows], [chunk_text(r.title, r.text) for r in rows])
+        lexical.save(staging / BM25_DIR)
         if extra is not None:
             extra(staging, rows)
         n_documents, n_chunks = store.counts()
