@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 from concurrent.futures import ThreadPoolExecutor
@@ -272,6 +273,13 @@ class TestSegments:
         for name in ARRAYS:
             np.testing.assert_array_equal(getattr(merged, name), getattr(expected, name), err_msg=name)
         assert merged.tokens == expected.tokens and merged.deletes is None
+
+    def test_a_key_found_past_another_sharing_its_first_half(self):
+        part = _build_segment("seg-000001", np.arange(2), [chunk_text("A", "one"), chunk_text("B", "two")])
+        crafted = dataclasses.replace(part, terms_hi=np.asarray([5, 5, 5], dtype=np.uint64),
+                                      terms_lo=np.asarray([1, 2, 4], dtype=np.uint64), indptr=np.asarray([0, 1, 2, 3]))
+        assert crafted.span(np.uint64(5), np.uint64(2)) == (1, 2)
+        assert crafted.span(np.uint64(5), np.uint64(3)) is None and crafted.span(np.uint64(6), np.uint64(1)) is None
 
     def test_a_merge_of_dead_rows_only_is_nothing(self):
         part = _build_segment("seg-000001", np.arange(3), [chunk_text("A", "one"), chunk_text("B", "two"), ""])

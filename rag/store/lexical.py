@@ -2,7 +2,8 @@
 
 Scores are bm25s's (``method="lucene"``, k1=1.5, b=0.75, its tokenizer with the PyStemmer english
 stemmer and its "en" stopwords): ``idf * tf / (tf + k1 * (1 - b + b * dl / avgdl))`` with
-``idf = ln(1 + (N - df + 0.5) / (df + 0.5))``, each query token counted as often as it occurs.
+``idf = ln(1 + (N - df + 0.5) / (df + 0.5))``, each query token counted as often as it occurs, summed
+in float32 as bm25s sums.
 bm25s bakes N, avgdl and df into the scores it stores; here the postings keep raw term frequencies
 and N, avgdl and df are taken at query time over the live chunks of every segment, so an ingest adds
 one segment and tombstones instead of rebuilding, and a query scores what a rebuild would.
@@ -468,10 +469,11 @@ class LexicalIndex:
         return index
 
     @cached_property
-    def _norms(self) -> list[np.ndarray]:
-        """Per segment, row -> k1 * (1 - b + b * dl / avgdl): the length part of every score."""
+    def _norms(self) -> np.ndarray:
+        """Global row -> k1 * (1 - b + b * dl / avgdl): the length part of every score (float32, 4 MB per 10^6)."""
         avgdl = self.avgdl or 1.0  # no live chunk: nothing is scored
-        return [K1 * (1 - B + B * s.lengths / avgdl) for s in self.segments]
+        parts = [(K1 * (1 - B + B * s.lengths / avgdl)).astype(np.float32) for s in self.segments]
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.float32)
 
     def _stems(self, text: str) -> list[str]:
         """bm25s's query tokens: lowercased words of its pattern, less stopwords, stemmed."""
@@ -479,18 +481,26 @@ class LexicalIndex:
         with self._stem_lock:
             return [self._tokenizer.stemmer(w) for w in words if w not in self._stopwords]
 
-    def _matches(self, stem: str) -> _Matches:
-        (hi,), (lo,) = term_keys([stem])
-        parts, df = [], 0
+    def _matches(self, stems: list[str]) -> list[_Matches]:
+        """Where each stem's postings are, with one binary search per segment for all of them."""
+        his, los = term_keys(stems)
+        found: list[list[tuple[int, int, int]]] = [[] for _ in stems]
+        dfs = [0] * len(stems)
         for i, segment in enumerate(self.segments):
-            span = segment.span(hi, lo)
-            if span is not None and (live := span[1] - span[0] - segment.dead_in(*span)):
-                parts.append((i, *span))
-                df += live
-        return _Matches(df, parts)
+            at = np.minimum(np.searchsorted(segment.terms_hi, his), len(segment.terms_hi) - 1)
+            same_hi = segment.terms_hi[at] == his
+            exact = same_hi & (segment.terms_lo[at] == los)
+            starts, ends = segment.indptr[at].tolist(), segment.indptr[at + 1].tolist()
+            for j in np.flatnonzero(same_hi).tolist():
+                # not exact: another stem sharing the first 64 bits sorts first (~never), so search on
+                span = (starts[j], ends[j]) if exact[j] else segment.span(his[j], los[j])
+                if span is not None and (live := span[1] - span[0] - segment.dead_in(*span)):
+                    found[j].append((i, *span))
+                    dfs[j] += live
+        return [_Matches(df, parts) for df, parts in zip(dfs, found)]
 
     def _live_df(self, stem: str) -> int:
-        return self._matches(stem).df
+        return self._matches([stem])[0].df
 
     def _idf(self, df: int) -> float:
         n = max(self.docs, 1)
@@ -503,9 +513,9 @@ class LexicalIndex:
     def _query_terms(self, query: str) -> list[tuple[float, _Matches]]:
         """(occurrences * idf, postings) of each indexed query term, largest weight first."""
         weights = Counter(self._stems(query))
-        matches = {stem: m for stem in weights if (m := self._matches(stem)).df > 0}
+        matches = {stem: m for stem, m in zip(weights, self._matches(list(weights))) if m.df > 0}
         if not matches:  # as bm25s: a query with no indexed term is the empty text, which matches empty chunks
-            weights, matches = Counter([""]), {"": self._matches("")}
+            weights, matches = Counter([""]), {"": self._matches([""])[0]}
         terms = [(weights[stem] * self._idf(m.df), m) for stem, m in matches.items() if m.df > 0]
         return sorted(terms, key=lambda t: -t[0])
 
@@ -520,13 +530,13 @@ class LexicalIndex:
             return []
         terms = self._query_terms(query)
         weights = [w for w, _ in terms]
-        reach = np.cumsum(weights[::-1])[::-1] * (1 + 1e-9)  # the most terms j.. can add (rounding-safe)
+        reach = np.cumsum(weights[::-1])[::-1] * (1 + 1e-5)  # the most terms j.. add (float32 rounding: < 1e-6)
         left = np.cumsum([m.df for _, m in terms][::-1])[::-1]  # postings of terms j..
         scored: list[np.ndarray] = []  # the rows each term's postings touched (a row once per term)
         totals = self._borrow()
         try:
             for j, (weight, matches) in enumerate(terms):
-                if (j and matches.df >= PRUNE_DF and left[j] > 2 * sum(map(len, scored))
+                if (j and matches.df >= PRUNE_DF and left[j] > 4 * sum(map(len, scored))
                         and reach[j] < sum(weights[:j])):  # worth a look, and a row may be out of reach
                     near = self._in_reach(totals, scored, k * j, reach[j])
                     if near is not None:
@@ -547,7 +557,7 @@ class LexicalIndex:
         """A zeroed score array by global row. Reused: a fresh one per query costs more than the query on
         some machines (page faults on every page it touches; 0.7 of 0.9 ms at 40k chunks)."""
         with self._pool_lock:
-            return self._pool.pop() if self._pool else np.zeros(int(self._offsets[-1]))
+            return self._pool.pop() if self._pool else np.zeros(int(self._offsets[-1]), dtype=np.float32)
 
     def _give_back(self, totals: np.ndarray, scored: list[np.ndarray]) -> None:
         for rows in scored:
@@ -559,6 +569,7 @@ class LexicalIndex:
              only: np.ndarray | None = None) -> None:
         """Add a term's scores into ``totals``: at every live posting, or only at the rows ``only`` (sorted,
         live, already in ``scored``); rows newly touched go into ``scored``."""
+        rows_of, tfs_of = [], []
         for i, start, end in matches.parts:
             segment, offset = self.segments[i], self._offsets[i]
             rows, tf = segment.rows[start:end], segment.tfs[start:end]
@@ -571,11 +582,13 @@ class LexicalIndex:
             elif segment.live is not None:
                 alive = segment.live[rows]
                 rows, tf = rows[alive], tf[alive]
-            tf = tf.astype(np.float64)
-            touched = rows + offset
-            if only is None:
-                scored.append(touched)
-            totals[touched] += weight * tf / (tf + self._norms[i][rows])  # rows are distinct: no add is lost
+            rows_of.append(rows + offset)
+            tfs_of.append(tf)
+        touched = np.concatenate(rows_of)
+        if only is None:
+            scored.append(touched)
+        tf = np.concatenate(tfs_of).astype(np.float32)  # float32 as bm25s: 1.5x float64's speed (3.4 vs 5.3 ms / 0.3 M)
+        totals[touched] += weight * tf / (tf + self._norms[touched])  # rows are distinct: no add is lost
 
     @staticmethod
     def _best_distinct(rows: np.ndarray, values: np.ndarray, entries: int) -> np.ndarray:
