@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     embedding_batch_size: int = Field(16, ge=1, le=512)
     embed_titles: bool = Field(True, description="Embed chunks as 'title + text' (changing it re-embeds all).")
     torch_threads: int = Field(0, ge=0, description="0 keeps torch's default (one per core).")
+    ingest_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "torch", description="Chunk vectors at ingest: sentence-transformers on torch, the ONNX export of the "
+        "same model (batched on every core), or its int8 copy (one text per core at a time).")
     query_backend: Literal["onnx", "torch"] = Field(
         "onnx", description="Queries and sentences at answer time: ONNX export of the same model, or torch.")
     query_threads: int = Field(1, ge=1, description="onnxruntime threads per request.")

@@ -12,7 +12,22 @@ log = logging.getLogger(__name__)
 
 
 def build_embedder(settings: Settings) -> Embedder:
-    """The ingest embedder: sentence-transformers on torch, batched."""
+    """The ingest embedder (``settings.ingest_backend``): sentence-transformers on torch, batched; or
+    the ONNX export of the same model on every core (float batched, int8 one text per core)."""
+    if settings.ingest_backend != "torch":
+        from rag.embedding.onnx import OnnxEmbedder, OnnxUnavailable
+
+        cores = os.cpu_count() or 1
+        int8 = settings.ingest_backend == "onnx-int8"
+        try:
+            return OnnxEmbedder(settings.embedding_model, settings.model_cache_dir, 1 if int8 else cores,
+                                int8=int8, parallel=cores if int8 else 1)
+        except OnnxUnavailable as exc:
+            log.warning("ingest model: no ONNX export (%s); using sentence-transformers on torch", exc)
+    return _torch_embedder(settings)
+
+
+def _torch_embedder(settings: Settings) -> Embedder:
     from rag.embedding.transformer import SentenceTransformerEmbedder
 
     return SentenceTransformerEmbedder(settings.embedding_model, torch_threads=settings.torch_threads)
@@ -32,7 +47,7 @@ def build_query_embedder(settings: Settings, parallel: int = 1) -> Embedder:
                                 int8=settings.query_int8, parallel=parallel)
         except OnnxUnavailable as exc:  # e.g. a CLS-pooled model: torch handles every architecture
             log.warning("answer-time model: no ONNX export (%s); using sentence-transformers on torch", exc)
-    return build_embedder(settings)
+    return _torch_embedder(settings)
 
 
 def build_sentence_embedder(settings: Settings) -> Embedder:

@@ -21,6 +21,7 @@ from rag.settings import Settings
 from rag.store.docstore import ChunkText
 from rag.store.index import Index, IndexIncompatible, IndexNotFound
 from rag.store.sentence_vectors import SentenceVectors
+from rag.store.vectors import VectorPolicy
 from rag.store.writer import ingest_lock, write_generation
 
 
@@ -99,7 +100,8 @@ def _load_changes(paths: list[Path], limits: Limits, old_hashes: dict[str, str],
 
 def ingest(paths: list[Path], root: Path, embedder: Embedder, chunker: Chunker, *, batch_size: int = 16,
            rebuild: bool = False, progress: ProgressFn | None = None,
-           sentence_embedder: Embedder | None = None, limits: Limits = DEFAULT_LIMITS) -> IngestReport:
+           sentence_embedder: Embedder | None = None, limits: Limits = DEFAULT_LIMITS,
+           vector_policy: VectorPolicy = VectorPolicy()) -> IngestReport:
     """Bring the index at ``root`` in line with the documents under ``paths``.
 
     Only documents whose content hash changed are chunked and embedded; documents no longer present
@@ -107,7 +109,8 @@ def ingest(paths: list[Path], root: Path, embedder: Embedder, chunker: Chunker, 
     With ``sentence_embedder`` (the answer-time model), every candidate evidence sentence is embedded
     too (``rag.ingest.vectors``), reusing the previous generation's vectors for unchanged text; an
     unchanged index that lacks them gets a new generation that has them.
-    ``limits`` caps file and record sizes (``rag.ingest.documents.Limits``).
+    ``limits`` caps file and record sizes (``rag.ingest.documents.Limits``); ``vector_policy`` picks
+    the vector index (exact, IVF or HNSW by corpus size; ``rag.store.vectors``).
     """
     started = time.perf_counter()
     report = IngestReport(index=str(root))
@@ -119,7 +122,8 @@ def ingest(paths: list[Path], root: Path, embedder: Embedder, chunker: Chunker, 
             report.documents_total, report.chunks_total = previous.counts()
             previous.close()
         else:
-            _publish(root, previous, changed, report, embedder, chunker, batch_size, progress, sentence_embedder)
+            _publish(root, previous, changed, report, embedder, chunker, batch_size, progress, sentence_embedder,
+                     vector_policy)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -141,7 +145,8 @@ def _sentence_pass(rows: Iterable[ChunkText], sentence_embedder: Embedder, previ
 
 def _publish(root: Path, previous: Index | None, changed: list[Document], report: IngestReport,
              embedder: Embedder, chunker: Chunker, batch_size: int,
-             progress: ProgressFn | None, sentence_embedder: Embedder | None = None) -> None:
+             progress: ProgressFn | None, sentence_embedder: Embedder | None = None,
+             vector_policy: VectorPolicy = VectorPolicy()) -> None:
     """Chunk and embed ``changed``, then let the store write and publish the next generation."""
     pairs = [(c, doc.title) for doc in changed for c in chunker.chunk(doc)]
     chunks = [c for c, _ in pairs]
@@ -155,7 +160,8 @@ def _publish(root: Path, previous: Index | None, changed: list[Document], report
             _sentence_pass(rows, sentence_embedder, old_sentences, folder, report, progress)
     written = write_generation(root, previous, removed=report.updated + report.removed, documents=changed,
                                chunks=chunks, vectors=vectors, model=embedder.model_id,
-                               dimension=embedder.dimension, chunker=chunker.config(), extra=extra)
+                               dimension=embedder.dimension, chunker=chunker.config(), extra=extra,
+                               vector_policy=vector_policy)
     report.documents_total, report.chunks_total = written.documents, written.chunks
     report.chunks_embedded, report.chunks_removed = len(chunks), written.chunks_removed
     report.published = True
@@ -175,4 +181,4 @@ def ingest_paths(settings: Settings, paths: list[Path], *, rebuild: bool = False
     return ingest(paths, settings.index_dir, embedder, build_chunker(settings, embedder),
                   batch_size=settings.embedding_batch_size, rebuild=rebuild, progress=progress,
                   sentence_embedder=sentence_embedder if settings.sentence_vectors else None,
-                  limits=Limits.from_settings(settings))
+                  limits=Limits.from_settings(settings), vector_policy=VectorPolicy.from_settings(settings))

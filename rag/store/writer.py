@@ -1,7 +1,8 @@
 """The on-disk index, write side: a new generation is written beside the live one, then published.
 
 ``write_generation`` carries an incremental update from the previous generation (docstore copy,
-FAISS clone) to a staging folder, adds and removes chunks, rebuilds BM25, writes the extra files
+FAISS clone, BM25 segments hard-linked) to a staging folder, adds and removes chunks (one new BM25
+segment and tombstones; the vector index converts when its size calls for another kind), writes the extra files
 (sentence vectors) and the manifest last, and publishes with one atomic rename of ``CURRENT``. On any
 error before the swap the staging folder is removed and the previous generation stays live.
 
