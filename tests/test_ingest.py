@@ -43,6 +43,19 @@ class TestIngest:
         assert (report.unchanged, report.chunks_embedded, report.published) == (4, 0, False)
         assert current_generation(settings.index_dir) == gen
 
+    def test_switching_the_chunk_runtime_rebuilds_instead_of_mixing_vectors(self, tmp_path, settings, embedder,
+                                                                            chunker, query_embedder):
+        """torch float vectors and int8 ONNX vectors of the same model never share an index."""
+        folder = write_corpus(tmp_path / "docs")
+        _run(folder, settings, embedder, chunker)
+        assert Index.open(settings.index_dir).manifest.chunker["vectors_by"] == "torch"
+        switched = ingest([folder], settings.index_dir, query_embedder, chunker)
+        assert switched.rebuilt == "chunk vectors were made by torch, now by onnx-int8"
+        assert switched.chunks_embedded == switched.chunks_total > 0
+        assert Index.open(settings.index_dir).manifest.chunker["vectors_by"] == "onnx-int8"
+        again = ingest([folder], settings.index_dir, query_embedder, chunker)
+        assert (again.rebuilt, again.chunks_embedded, again.published) == ("", 0, False)
+
     def test_changed_document_is_the_only_one_re_embedded(self, tmp_path, settings, embedder, chunker):
         folder = write_corpus(tmp_path / "docs")
         _run(folder, settings, embedder, chunker)

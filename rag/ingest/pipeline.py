@@ -66,10 +66,24 @@ def _previous(root: Path, embedder: Embedder, chunker: Chunker, rebuild: bool) -
         return None, ""
     except IndexIncompatible as exc:
         return None, str(exc).split(":")[0]
-    if index.manifest.chunker != chunker.config():
+    recorded = dict(index.manifest.chunker)
+    made_by = recorded.pop(VECTORS_BY, "torch")  # indexes from before the setting: torch
+    if recorded != chunker.config():
         index.close()
         return None, "chunker settings changed"
+    if made_by != vectors_by(embedder):  # never mix float and int8 chunk vectors in one index
+        index.close()
+        return None, f"chunk vectors were made by {made_by}, now by {vectors_by(embedder)}"
     return index, ""
+
+
+VECTORS_BY = "vectors_by"  # manifest key beside the chunker settings: which runtime made the chunk vectors
+
+
+def vectors_by(embedder: Embedder) -> str:
+    """``torch``, ``onnx`` or ``onnx-int8`` (RAG_INGEST_BACKEND), as recorded in the manifest."""
+    variant = getattr(embedder, "variant", None)
+    return "torch" if variant is None else "onnx" if variant == "float" else "onnx-int8"
 
 
 def _load_changes(paths: list[Path], limits: Limits, old_hashes: dict[str, str], report: IngestReport) -> list[Document]:
@@ -158,9 +172,10 @@ def _publish(root: Path, previous: Index | None, changed: list[Document], report
 
         def extra(folder: Path, rows: list[ChunkText]) -> None:
             _sentence_pass(rows, sentence_embedder, old_sentences, folder, report, progress)
+    recorded = {**chunker.config(), VECTORS_BY: vectors_by(embedder)}
     written = write_generation(root, previous, removed=report.updated + report.removed, documents=changed,
                                chunks=chunks, vectors=vectors, model=embedder.model_id,
-                               dimension=embedder.dimension, chunker=chunker.config(), extra=extra,
+                               dimension=embedder.dimension, chunker=recorded, extra=extra,
                                vector_policy=vector_policy)
     report.documents_total, report.chunks_total = written.documents, written.chunks
     report.chunks_embedded, report.chunks_removed = len(chunks), written.chunks_removed
