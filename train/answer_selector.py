@@ -16,7 +16,8 @@ is held out for validation; the model never sees it. For a training question:
   a retriever returns for a question the corpus cannot answer); and now and then a random sentence.
   A negative that contains the answer text is dropped, not mislabelled.
 
-Two stages, one command. Stage 1 trains on the pairs above. Stage 2 continues on *new* questions in
+The shipped model is stage 1 alone (the defaults). ``--stage2-questions N`` adds a second stage, measured
+and not adopted (MODEL_CARD.md, "Tried"): it continues on N *new* questions in
 groups of 8 candidates: the positive, the 3 sentences of the same article that the stage-1 model itself
 scores highest without holding the answer (its own mistakes: on-topic sentences that do not answer),
 and one of each kind above. A fifth of the groups have no positive at all (an extra mined negative
@@ -63,13 +64,13 @@ log = logging.getLogger("train.answer_selector")
 SQUAD = ROOT.parent / "shared" / "data" / "squad"
 @dataclass(frozen=True)
 class Config:
-    questions: int = 20000       # stage-1 questions (of ~70k); each gives ~7 pairs
+    questions: int = 11000       # stage-1 questions (of ~70k); each gives ~6 pairs
     same_paragraph: int = 2      # negatives per question, by kind
     same_article: int = 2
-    article_lead: int = 1        # the article's first sentence (a news story's lead: on topic, rarely the fact)
+    article_lead: int = 0        # 1: also the article's first sentence (tried with stage 2; not in the shipped model)
     other_article: int = 1
     random_prob: float = 0.25
-    max_len: int = 64            # what serving reads
+    max_len: int = 96            # trained length (serving reads 64: RAG_SELECTOR_MAX_LEN)
     batch: int = 32
     lr: float = 5e-5
     warmup: float = 0.06
@@ -77,8 +78,8 @@ class Config:
     seed: int = 13
     holdout_every: int = 10      # every n-th article (by title) is validation only
     val_questions: int = 1500
-    max_steps: int = 1500        # stage-1 batches (of ~4,400 the pairs make): with stage 2, fits 90 minutes
-    stage2_questions: int = 6000  # new questions, one group of `group` candidates each
+    max_steps: int = 1500        # stage-1 batches (of ~2,100 the pairs make): fits the 90-minute budget
+    stage2_questions: int = 0    # > 0: stage 2 on this many new questions (tried: no gain; MODEL_CARD.md)
     group: int = 8
     hard: int = 3                # stage-1 model's highest-scored wrong sentences per group
     mine_pool: int = 14          # same-article candidates the stage-1 model scores per question
