@@ -171,6 +171,20 @@ class TestPolicy:
         with pytest.raises(ValueError, match="choose one of auto, flat, ivf, hnsw"):
             VectorKind.from_str("annoy")
 
+    def test_auto_goes_back_to_exact_only_well_below_the_threshold(self):
+        policy = VectorPolicy(exact_max=1000)
+        vectors = clustered(1200, seed=5)
+        ids = np.arange(1200, dtype=np.int64)
+        index = VectorIndex.build(ids, vectors, policy.layout_for(1200), policy)
+        assert index.kind is VectorKind.IVF
+        hovering = index.updated(list(range(300)), np.zeros(0, dtype=np.int64), np.zeros((0, DIM), np.float32), policy)
+        assert hovering.kind is VectorKind.IVF and len(hovering) == 900  # 900 > 0.8 * 1000: no retraining
+        assert 299 not in {h.id for h in hovering.search(vectors[299], 20)}
+        shrunk = hovering.updated(list(range(300, 500)), np.zeros(0, dtype=np.int64), np.zeros((0, DIM), np.float32),
+                                  policy)
+        assert shrunk.kind is VectorKind.FLAT and len(shrunk) == 700
+        np.testing.assert_array_equal(shrunk.vectors([500, 1199]), vectors[[500, 1199]])
+
     def test_an_ivf_that_outgrows_its_cells_is_retrained(self):
         policy = VectorPolicy(kind=VectorKind.IVF)
         index, ids, vectors = built(VectorKind.IVF, n=2000)

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 TOMBSTONE = -1  # the id a removed vector of an HNSW graph carries in its id map
 MAX_TOMBSTONES = 0.1  # share of an HNSW graph's vectors that may be tombstones before a write rebuilds it
+AUTO_SHRINK = 0.8  # auto turns an IVF back into exact search only below this share of exact_max
 IVF_TRAIN_POINTS_PER_LIST = 64  # k-means sample: 262k points for 4096 lists (FAISS's default 256 takes all 10^6)
 IVF_MIN_POINTS_PER_LIST = 39  # FAISS warns when a list is trained on fewer
 
@@ -269,14 +270,19 @@ class VectorIndex:
         """This index without ``removed`` and with ``vectors`` under ``ids``, laid out as ``policy`` asks.
 
         Returns ``self`` changed in place, or a new index built from the kept vectors and the new
-        ones when the layout must change: another kind (``auto`` crossing ``exact_max``, or another
+        ones when the layout must change: another kind (``auto`` growing past ``exact_max``, or shrinking
+        below ``AUTO_SHRINK`` of it, or another
         forced kind), an IVF whose size now calls for more cells (or under half as many), an HNSW
         graph with more than ``MAX_TOMBSTONES`` of tombstones.
         """
         kept = self.ids()
         if removed:
             kept = kept[~np.isin(kept, np.asarray(removed, dtype=np.int64))]
-        target = policy.layout_for(len(kept) + len(ids))
+        n = len(kept) + len(ids)
+        target = policy.layout_for(n)
+        if (policy.kind is VectorKind.AUTO and self.kind is VectorKind.IVF and target.kind is VectorKind.FLAT
+                and n > AUTO_SHRINK * policy.exact_max):  # an index hovering at the threshold is not retrained each time
+            target = Layout(VectorKind.IVF, ivf_lists(n))
         if not self._needs_rebuild(target, len(self) - len(kept)):
             self.remove(removed)
             self.add(ids, vectors)
