@@ -94,6 +94,8 @@ def ingest(paths: Annotated[list[Path] | None, typer.Argument(help="Files and fo
     report = ingest_paths(settings, paths, rebuild=rebuild, progress=_progress_printer())
     for skipped in report.skipped:
         err.print(f"[yellow]skipped[/] {escape(str(skipped.path))}: {escape(skipped.reason)}", highlight=False)
+    for warning in report.warnings:
+        err.print(f"[yellow]warning[/] {escape(warning)}", highlight=False)
     out.print(report.summary(), highlight=False)
 
 

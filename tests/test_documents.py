@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from rag.ingest.documents import DEFAULT_LIMITS, Limits, iter_documents, load_documents, parse_text_article
+from rag.ingest.documents import (
+    DEFAULT_LIMITS,
+    Limits,
+    document_warnings,
+    iter_documents,
+    load_documents,
+    parse_text_article,
+)
+from rag.ingest.pipeline import IngestReport, _load_changes
 from rag.records import Skipped
 from rag.settings import Settings
 
@@ -17,7 +25,6 @@ class TestBadFilesAreSkippedWithTheirReason:
            "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c, *c]\ntitle: t\n---\n\nBody.\n"
 
     @pytest.mark.parametrize(("name", "content", "reason"), [
-        ("impossible-date.md", "---\ntitle: T\npublished: 2024-02-30\n---\n\nBody.\n", "day is out of range"),
         ("nested.json", "[" * 100_000, "cannot be read"),
         ("alias-bomb.md", BOMB, "aliases"),
     ])
@@ -62,6 +69,62 @@ class TestTextArticles:
         assert (doc.title, doc.text) == ("Title", "Line one.\nLine two.")
 
 
+class TestDatesAndSources:
+    @pytest.mark.parametrize(("front_matter", "published"), [
+        ("published: 2005-03-14", "2005-03-14"),
+        ("published: 2005-03-14T09:30:00+01:00", "2005-03-14T09:30:00+01:00"),
+        ("published: 2005-03-14 09:30:00", "2005-03-14T09:30:00+00:00"),
+        ('date: "Mon, 14 Mar 2005 09:30:00 GMT"', "2005-03-14T09:30:00+00:00"),
+        ("published: 1110792600", "2005-03-14T09:30:00+00:00"),
+    ])
+    def test_front_matter_dates_are_stored_as_iso(self, tmp_path: Path, front_matter: str, published: str):
+        (tmp_path / "a.md").write_text(f"---\ntitle: T\n{front_matter}\n---\n\nBody.\n")
+        [doc], _ = load_documents([tmp_path])
+        assert doc.published == published and doc.metadata == {} and document_warnings(doc) == []
+
+    @pytest.mark.parametrize(("name", "content", "raw", "reason"), [
+        ("impossible.md", "---\ntitle: T\npublished: 2024-02-30\n---\n\nBody.\n", "2024-02-30",
+         "not a date (day is out of range for month)"),
+        ("vague.md", "---\ntitle: T\npublished: yesterday-ish\n---\n\nBody.\n", "yesterday-ish",
+         "not a date (Unknown string format)"),
+        ("c.jsonl", json.dumps({"id": "vague", "text": "Body.", "published": "03/04/2005"}), "03/04/2005",
+         "ambiguous: 4 March or 3 April; write it as ISO 8601 (2005-03-04 or 2005-04-03)"),
+    ])
+    def test_an_unreadable_date_is_ingested_without_one_reported_and_kept_raw(
+            self, tmp_path: Path, name: str, content: str, raw: str, reason: str):
+        (tmp_path / name).write_text(content)
+        [doc], skipped = load_documents([tmp_path])
+        assert skipped == [] and doc.text == "Body." and doc.published == ""
+        assert doc.metadata == {"published_raw": raw}
+        assert document_warnings(doc) == [f"{doc.doc_id}: published {raw!r}: {reason}; stored without a date"]
+
+    def test_the_ingest_report_lists_the_warnings(self, tmp_path: Path):
+        (tmp_path / "bad.md").write_text("---\ntitle: T\npublished: 1700-01-01\n---\n\nBody.\n")
+        (tmp_path / "good.md").write_text("---\ntitle: T\npublished: 2005-03-14\n---\n\nBody.\n")
+        (tmp_path / "none.md").write_text("---\ntitle: T\n---\n\nBody.\n")
+        report = IngestReport()
+        _load_changes([tmp_path], DEFAULT_LIMITS, {}, report)
+        assert report.warnings == ["bad: published '1700-01-01': year 1700 is outside 1800..2100; stored without a date"]
+        assert sorted(report.added) == ["bad", "good", "none"] and "3 added" in report.summary()
+        assert ", 1 with warnings;" in report.summary()
+
+    def test_a_url_source_is_stored_as_its_domain(self, tmp_path: Path):
+        rows = [{"id": "a", "text": "A.", "source": "https://www.bbc.co.uk/news/world-1"},
+                {"id": "b", "text": "B.", "source": " BBC News "}]
+        (tmp_path / "c.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+        docs, _ = load_documents([tmp_path])
+        assert [d.source for d in docs] == ["bbc.co.uk", "BBC News"]
+
+    def test_html_metadata_gives_date_and_site(self, tmp_path: Path):
+        para = "The finance ministry published its annual budget review on Monday morning in the capital. " * 4
+        html = ('<html><head><title>Budget review</title><meta property="article:published_time" '
+                'content="2005-03-14T09:30:00+00:00"><link rel="canonical" href="https://www.example.com/news/budget">'
+                f"</head><body><article><h1>Budget review</h1><p>{para}</p></article></body></html>")
+        (tmp_path / "page.html").write_text(html)
+        [doc], _ = load_documents([tmp_path])
+        assert (doc.published, doc.source) == ("2005-03-14", "example.com")
+
+
 class TestStructuredFormats:
     def test_jsonl_beir_records_keep_their_ids(self, tmp_path: Path):
         rows = [{"_id": "4983", "title": "Micro", "text": "Alpha."}, {"id": "b-2", "title": "", "text": "Beta."}]
@@ -70,10 +133,10 @@ class TestStructuredFormats:
         assert [(d.doc_id, d.title, d.text) for d in docs] == [("4983", "Micro", "Alpha."), ("b-2", "b-2", "Beta.")]
 
     def test_json_array_with_metadata(self, tmp_path: Path):
-        rec = {"id": "x", "title": "X", "text": "Body.", "published": "2020", "metadata": {"k": 1}}
+        rec = {"id": "x", "title": "X", "text": "Body.", "published": "March 14, 2005", "metadata": {"k": 1}}
         (tmp_path / "x.json").write_text(json.dumps([rec]))
         [doc], _ = load_documents([tmp_path])
-        assert doc.published == "2020" and doc.metadata == {"k": 1}
+        assert doc.published == "2005-03-14" and doc.metadata == {"k": 1}
 
     def test_html_article_body_and_title_extracted(self, tmp_path: Path):
         para = "Phnom Penh and Seoul signed a new agreement on trade and investment cooperation today. " * 4

@@ -3,6 +3,9 @@
 Formats (README "Corpus formats"): ``.md``/``.txt`` with optional YAML front matter or a
 first-line title, ``.html`` through trafilatura, ``.json``/``.jsonl`` records (``id`` or BEIR ``_id``).
 A file, record or symlink that cannot be read is reported as a ``Skipped`` entry and the load goes on.
+``published`` is stored as ISO 8601 and ``source`` as a site name or domain (``rag.ingest.dates``); a
+date that cannot be read leaves the document without one, its raw value in ``metadata["published_raw"]``,
+and ``document_warnings`` says so.
 Memory: a ``.jsonl`` is streamed line by line (``iter_documents`` yields as it reads); every other
 format is read whole, which ``Limits.file_bytes`` bounds.
 """
@@ -21,6 +24,7 @@ from typing import Any, BinaryIO, NamedTuple, Protocol, TypeVar
 
 import yaml
 
+from rag.ingest.dates import normalise_source, parse_published
 from rag.records import Document, Skipped
 from rag.settings import Settings
 
@@ -33,6 +37,8 @@ _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*\r?\n", re.S)
 _T = TypeVar("_T")
 # Past the record cap a JSONL line is read through in pieces of this size and never held whole.
 _PIECE_BYTES = 1 << 20
+PUBLISHED_RAW = "published_raw"  # metadata key: the date an article carried when it could not be read
+_YAML_TIMESTAMP = "tag:yaml.org,2002:timestamp"
 
 
 @dataclass(frozen=True)
@@ -126,7 +132,14 @@ def _as_str(value: Any) -> str:
 
 
 class _NoAliasLoader(yaml.SafeLoader):
-    """YAML without aliases: front matter needs none, and nested aliases expand a few bytes into gigabytes."""
+    """YAML without aliases: front matter needs none, and nested aliases expand a few bytes into gigabytes.
+
+    Dates stay text, for ``parse_published`` to read by the rules every format follows (PyYAML's own
+    reading would fail the whole front matter on one impossible date such as 2024-02-30).
+    """
+
+    yaml_implicit_resolvers = {first: [(tag, regexp) for tag, regexp in resolvers if tag != _YAML_TIMESTAMP]
+                               for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 
     def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
         if self.check_event(yaml.AliasEvent):
@@ -157,14 +170,32 @@ def parse_text_article(raw: str, fallback_title: str) -> tuple[str, str, dict[st
 
 def _document(doc_id: str, title: str, text: str, meta: dict[str, Any]) -> Document:
     extra = {k: v for k, v in meta.items() if k not in {"title", "source", "published", "date", "text"}}
+    raw = meta.get("published") or meta.get("date")
+    published = parse_published(raw)
+    if published.reason:
+        extra[PUBLISHED_RAW] = raw
     return Document(
         doc_id=doc_id,
         title=_as_str(title) or doc_id,
         text=text,
-        source=_as_str(meta.get("source")),
-        published=_as_str(meta.get("published") or meta.get("date")),
+        source=normalise_source(_as_str(meta.get("source"))),
+        published=published.iso or "",
         metadata=json.loads(json.dumps(extra, default=str)),
     )
+
+
+def document_warnings(doc: Document) -> list[str]:
+    """What a loaded document lost on the way in, one line each, for the ingest report.
+
+    Example:
+        >>> document_warnings(Document("d", "T", "x", metadata={"published_raw": "soon"}))
+        ["d: published 'soon': not a date (Unknown string format); stored without a date"]
+    """
+    if doc.published or PUBLISHED_RAW not in doc.metadata:
+        return []
+    raw = doc.metadata[PUBLISHED_RAW]
+    reason = parse_published(raw).reason
+    return [f"{doc.doc_id}: published {str(raw)[:80]!r}: {reason}; stored without a date"] if reason else []
 
 
 def _load_text(path: Path, doc_id: str, limits: Limits) -> list[Document]:
@@ -207,7 +238,7 @@ def _record_or_skip(path: Path, where: str, make: Callable[[_T], Document], valu
     """``make(value)``, one record's document; whatever it raises skips that record alone."""
     try:
         return make(value)
-    except Exception as exc:  # noqa: BLE001 - one bad record (100k nested "[", a bad date) never loses the others
+    except Exception as exc:  # noqa: BLE001 - one bad record (100k nested "[") never loses the others
         return Skipped(str(path), f"{where}: {_reason(exc)}")
 
 
@@ -343,7 +374,7 @@ def _load_file(file: Path, root: Path, limits: Limits) -> Iterator[Document | Sk
     else:
         try:
             yield from loader(file, file.relative_to(root).with_suffix("").as_posix(), limits)
-        except Exception as exc:  # noqa: BLE001 - one bad file (a 2024-02-30 date, 100k nested "[") never ends an ingest
+        except Exception as exc:  # noqa: BLE001 - one bad file (100k nested "[", an alias bomb) never ends an ingest
             yield Skipped(str(file), _reason(exc))
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from rag.embedding.factory import build_embedder, build_sentence_embedder
 from rag.embedding.model import Embedder
 from rag.ingest.chunking import Chunker
-from rag.ingest.documents import DEFAULT_LIMITS, Limits, iter_documents
+from rag.ingest.documents import DEFAULT_LIMITS, Limits, document_warnings, iter_documents
 from rag.ingest.vectors import ProgressFn, build_sentence_vectors, embed_chunks
 from rag.records import Document, Skipped
 from rag.settings import Settings
@@ -35,6 +35,7 @@ class IngestReport:
     unchanged: int = 0
     removed: list[str] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # documents ingested with a loss ("…: published 'x': …")
     chunks_embedded: int = 0
     chunks_removed: int = 0
     chunks_total: int = 0
@@ -49,7 +50,8 @@ class IngestReport:
     def summary(self) -> str:
         line = (f"{self.documents_total} documents, {self.chunks_total} chunks in {self.index}: "
                 f"{len(self.added)} added, {len(self.updated)} updated, {self.unchanged} unchanged, "
-                f"{len(self.removed)} removed, {len(self.skipped)} skipped; "
+                f"{len(self.removed)} removed, {len(self.skipped)} skipped"
+                + (f", {len(self.warnings)} with warnings" if self.warnings else "") + "; "
                 f"{self.chunks_embedded} chunks embedded, {self.chunks_removed} removed"
                 + (f", {self.sentences_embedded} sentences embedded" if self.sentences_embedded else "")
                 + f"; {self.seconds:.1f}s")
@@ -100,6 +102,7 @@ def _load_changes(paths: list[Path], limits: Limits, old_hashes: dict[str, str],
             report.skipped.append(item)
             continue
         seen.add(item.doc_id)
+        report.warnings.extend(document_warnings(item))
         old = old_hashes.get(item.doc_id)
         if old is None:
             added.append(item)

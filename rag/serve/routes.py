@@ -51,7 +51,8 @@ def search(q: str = Query(min_length=1, max_length=MAX_QUESTION_CHARS), k: int =
 @api.get("/api/documents", tags=["documents"])
 def documents(offset: int = Query(0, ge=0, le=2**62), limit: int = Query(100, ge=1, le=1000),
               p: Pipeline = Depends(pipeline)) -> dict:
-    return {"documents": p.index.documents(offset, limit), "total": p.index.counts()[0]}
+    listed = [row | {"published": row["published"] or None} for row in p.index.documents(offset, limit)]
+    return {"documents": listed, "total": p.index.counts()[0]}
 
 
 @api.get("/api/documents/{doc_id:path}", tags=["documents"])
@@ -61,7 +62,7 @@ def document(doc_id: str, p: Pipeline = Depends(pipeline)) -> dict:
     if doc is None:
         raise HTTPException(404, f"no document {doc_id!r}")
     return {"doc_id": doc.doc_id, "title": doc.title, "text": doc.text, "source": doc.source,
-            "published": doc.published, "metadata": doc.metadata}
+            "published": doc.published or None, "metadata": doc.metadata}
 
 
 @api.get("/api/starters", tags=["ui"])
