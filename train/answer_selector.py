@@ -69,6 +69,7 @@ class Config:
     same_article: int = 2
     article_lead: int = 0        # 1: also the article's first sentence (tried with stage 2; not in the shipped model)
     other_article: int = 1
+    answer_removed: int = 0      # 1: also the positive with its answer cut out (the "premise" negative; see below)
     random_prob: float = 0.25
     max_len: int = 96            # trained length (serving reads 64: RAG_SELECTOR_MAX_LEN)
     batch: int = 32
@@ -184,6 +185,38 @@ def contains_answer(sent: Sent, answer: str) -> bool:
     return answer.lower() in sent.text.lower()
 
 
+# What a sentence says in place of the fact when it only sets the scene ("was named Businessman of the Year
+# by a leading magazine"): a news lead restates a question's premise and leaves the fact for later.
+VAGUE = {"date": ["at one point", "some time ago", "earlier", "recently", "that year", "then"],
+         "quantity": ["several", "a number of", "some", "many", "a large amount of", "a sum"],
+         "person": ["someone", "a person", "an official", "one man", "a spokesman", "a figure"],
+         "place": ["somewhere", "a city", "there", "a place", "abroad", "a region"],
+         None: ["something", "it", "one", "another", "this", "a thing"]}
+DELETE_PROB = 0.3
+
+
+def without_answer(sent: Sent, q: Question, rng: random.Random) -> str | None:
+    """The gold sentence with every copy of the answer replaced by a vague phrase (or cut), or None.
+
+    This negative shares every word of the positive but the fact, so overlap with the question cannot be
+    what makes a sentence answer: the failure measured on news, where a story's lead repeats the
+    question's words and a later sentence holds the name, number or date asked for.
+    """
+    import re
+
+    from rag.answer.evidence import answer_type
+
+    if q.answer.lower() in (sent.prev[-PREV_CHARS:] + " " + sent.title).lower():
+        return None  # the context would still answer: a wrong label
+    kind = answer_type(q.text)
+    if kind is None and re.fullmatch(r"[\d.,%$£€ ]+\w{0,3}", q.answer.strip()):
+        kind = "quantity"
+    filler = "" if rng.random() < DELETE_PROB else rng.choice(VAGUE[kind])
+    text = re.sub(re.escape(q.answer), filler, sent.text, flags=re.IGNORECASE)
+    text = re.sub(r"\s+([,.;:!?])", r"\1", re.sub(r"\s{2,}", " ", text)).strip()
+    return text if text and text != sent.text else None
+
+
 def build_pairs(cfg: Config, questions: list[Question], sents: list[Sent], by_paragraph,
                 bm25: SentenceBM25, rng: random.Random) -> list[tuple[str, str, float]]:
     by_article: dict[int, list[int]] = {}
@@ -197,6 +230,9 @@ def build_pairs(cfg: Config, questions: list[Question], sents: list[Sent], by_pa
             pairs.append((q.text, candidate_text(s.text, s.title, s.prev), label))
 
         pair(q.gold, 1.0)
+        if cfg.answer_removed and (ablated := without_answer(sents[q.gold], q, rng)):
+            s = sents[q.gold]
+            pairs.append((q.text, candidate_text(ablated, s.title, s.prev), 0.0))
         ok = [i for i in by_paragraph[(q.article, q.paragraph)] if i != q.gold and not contains_answer(sents[i], q.answer)]
         for i in rng.sample(ok, min(cfg.same_paragraph, len(ok))):
             pair(i, 0.0)
@@ -450,11 +486,15 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=Config.max_steps, help="training batches (0: all)")
     parser.add_argument("--stage2-questions", type=int, default=Config.stage2_questions,
                         help="stage-2 questions (groups with mined negatives; 0: stage 1 only)")
+    parser.add_argument("--answer-removed", type=int, default=Config.answer_removed,
+                        help="1: add the positive with its answer cut out as a negative")
+    parser.add_argument("--max-len", type=int, default=Config.max_len, help="wordpieces per pair in training")
     parser.add_argument("--val-questions", type=int, default=Config.val_questions, help="held-out questions scored")
     parser.add_argument("--validate-only", action="store_true", help="validate the model already in --out")
     args = parser.parse_args()
     cfg = Config(questions=args.questions, val_questions=args.val_questions, max_steps=args.max_steps,
-                 stage2_questions=args.stage2_questions)
+                 stage2_questions=args.stage2_questions, answer_removed=args.answer_removed,
+                 max_len=args.max_len)
     args.work.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         handlers=[logging.StreamHandler(), logging.FileHandler(args.work / "train.log")])
