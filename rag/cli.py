@@ -99,15 +99,30 @@ def ingest(paths: Annotated[list[Path] | None, typer.Argument(help="Files and fo
     out.print(report.summary(), highlight=False)
 
 
+SourceOpt = Annotated[list[str] | None, typer.Option("--source", help="Only articles from this source (repeatable).")]
+AfterOpt = Annotated[str | None, typer.Option("--after", help="Only articles published on or after (ISO date).")]
+BeforeOpt = Annotated[str | None, typer.Option("--before", help="Only articles published on or before (ISO date).")]
+DocOpt = Annotated[list[str] | None, typer.Option("--doc", help="Only this article (doc_id, repeatable).")]
+
+
+def _filters(source: list[str] | None, after: str | None, before: str | None, doc: list[str] | None):
+    """The filters the options ask for, or None; a bad date is a UserError (``error: ...``, exit 1)."""
+    from rag.filters import Filters
+
+    return Filters.parse(source, after, before, doc) or None
+
+
 @command()
 def search(query: str, k: Annotated[int, typer.Option("-k", help="Number of passages.")] = 5,
-           index: IndexOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+           index: IndexOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False,
+           source: SourceOpt = None, after: AfterOpt = None, before: BeforeOpt = None, doc: DocOpt = None) -> None:
     """Print the passages that best match QUERY."""
     from rag.answer.pipeline import open_retriever
     from rag.embedding.factory import build_query_embedder
 
     settings = _settings(index)
-    passages = open_retriever(settings, build_query_embedder(settings)).search(query, k)
+    filters = _filters(source, after, before, doc)
+    passages = open_retriever(settings, build_query_embedder(settings)).search(query, k, filters=filters)
     if as_json:
         print(json.dumps({"passages": [p.to_dict() for p in passages]}, ensure_ascii=False, indent=2))
         return
@@ -155,11 +170,13 @@ def _print_answer(answer) -> None:
 
 @command()
 def ask(question: str, index: IndexOpt = None, k: Annotated[int | None, typer.Option("-k")] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="Print the /api/answer object.")] = False) -> None:
+        as_json: Annotated[bool, typer.Option("--json", help="Print the /api/answer object.")] = False,
+        source: SourceOpt = None, after: AfterOpt = None, before: BeforeOpt = None, doc: DocOpt = None) -> None:
     """Answer QUESTION from the indexed articles, with cited sources."""
     if not question.strip():
         _fail("the question is empty")
-    answer = _pipeline(_settings(index)).answerer.answer(question, top_k=k)
+    filters = _filters(source, after, before, doc)
+    answer = _pipeline(_settings(index)).answerer.answer(question, top_k=k, filters=filters)
     if as_json:
         print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
     else:
@@ -167,11 +184,13 @@ def ask(question: str, index: IndexOpt = None, k: Annotated[int | None, typer.Op
 
 
 @command()
-def chat(index: IndexOpt = None) -> None:
+def chat(index: IndexOpt = None, source: SourceOpt = None, after: AfterOpt = None, before: BeforeOpt = None,
+         doc: DocOpt = None) -> None:
     """A terminal conversation that keeps history (empty line or Ctrl-D to quit)."""
     from rag.answer.generation import GeneratorUnavailable
     from rag.records import Turn
 
+    filters = _filters(source, after, before, doc)
     answerer = _pipeline(_settings(index)).answerer
     history: list[Turn] = []
     out.print("[dim]Ask about the articles. Follow-up questions use the conversation. Empty line quits.[/]")
@@ -183,7 +202,7 @@ def chat(index: IndexOpt = None) -> None:
         if not question:
             break
         try:
-            answer = answerer.answer(question, history)
+            answer = answerer.answer(question, history, filters=filters)
         except GeneratorUnavailable as exc:  # the conversation goes on; the next turn may reach the server
             err.print(f"[red]{escape(str(exc))}[/]", highlight=False)
             continue

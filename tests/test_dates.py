@@ -1,4 +1,4 @@
-"""``published`` read as ISO 8601 and ``source`` normalised (rag.ingest.dates): exact outputs, every refusal."""
+"""``published`` read as ISO 8601 (rag.ingest.dates) and ``source`` normalised (rag.filters): exact outputs, every refusal."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from rag.ingest.dates import ParsedDate, normalise_source, parse_published
+from rag.filters import normalise_source
+from rag.ingest.dates import ParsedDate, parse_published
 
 
 class TestFormats:

@@ -14,11 +14,14 @@ from rag.answer.generation import AnswerContext, Generator
 from rag.answer.prompts import pack_passages
 from rag.answer.selector import AnswerSelector, Candidate
 from rag.embedding.model import Embedder
+from rag.filters import Filters
 from rag.records import Answer, Citation, Passage, Turn
 from rag.retrieval.retriever import Retriever
 from rag.text import get_encoding, split_sentences
 
 ABSTAIN_TEXT = "The articles don't cover this: I found nothing in them that answers the question."
+NO_MATCH_TEXT = "No articles match the filters ({filters}), so there is nothing to answer from."
+NO_MATCH_REASON = "no articles match the filters"
 CLOSEST_PASSAGES = 2
 
 
@@ -32,6 +35,7 @@ class _Run:
     evidence: Evidence | None = None
     abstain_reason: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    filters: Filters | None = None
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -60,8 +64,11 @@ class Answerer:
         self.selector, self.fallback = selector, fallback
         self.encoding = get_encoding()
 
-    def _prepare(self, question: str, history: list[Turn], top_k: int | None) -> _Run:
-        run = _Run(question=question.strip())
+    def _prepare(self, question: str, history: list[Turn], top_k: int | None, filters: Filters | None) -> _Run:
+        run = _Run(question=question.strip(), filters=filters)
+        if filters and not self.retriever.matching_documents(filters):
+            run.standalone, run.abstain_reason = run.question, NO_MATCH_REASON  # not a judgement on the facts
+            return run
         t0 = time.perf_counter()
         rewrites = self.condenser.candidates(run.question, history)
         t1 = time.perf_counter()
@@ -70,7 +77,7 @@ class Answerer:
         for standalone in rewrites:
             t2 = time.perf_counter()
             qvec = self.embedder.encode_query(standalone)
-            found = self.retriever.search(standalone, top_k or self.top_k, qvec=qvec)
+            found = self.retriever.search(standalone, top_k or self.top_k, qvec=qvec, filters=filters)
             passages = pack_passages(found, self.context_tokens, self.encoding)
             t3 = time.perf_counter()
             evidence = self.scorer.score(standalone, qvec, passages)
@@ -130,12 +137,16 @@ class Answerer:
     def _abstention(self, run: _Run) -> Answer:
         closest = [Citation.of(i + 1, p) for i, p in enumerate(run.passages[:CLOSEST_PASSAGES])]
         run.timings["total"] = _ms(time.perf_counter() - run.started)
-        return Answer(ABSTAIN_TEXT, True, closest, self.generator.name, run.timings, run.standalone,
+        text = NO_MATCH_TEXT.format(filters=run.filters.describe()) if run.abstain_reason == NO_MATCH_REASON \
+            else ABSTAIN_TEXT
+        return Answer(text, True, closest, self.generator.name, run.timings, run.standalone,
                       run.abstain_reason, run.evidence.best if run.evidence else 0.0)
 
-    def answer(self, question: str, history: list[Turn] | None = None, top_k: int | None = None) -> Answer:
+    def answer(self, question: str, history: list[Turn] | None = None, top_k: int | None = None,
+               filters: Filters | None = None) -> Answer:
+        """The verified answer; with ``filters``, from the articles that pass them only."""
         history = history or []
-        run = self._prepare(question, history, top_k)
+        run = self._prepare(question, history, top_k, filters)
         if run.abstain_reason:
             run.timings["generate"] = 0.0
             return self._abstention(run)
@@ -144,13 +155,13 @@ class Answerer:
         return self._finish(run, draft, time.perf_counter() - t0)
 
     def stream(self, question: str, history: list[Turn] | None = None,
-               top_k: int | None = None) -> Iterator[str | Answer]:
+               top_k: int | None = None, filters: Filters | None = None) -> Iterator[str | Answer]:
         """Yields text pieces as they are generated, then the verified ``Answer`` last.
 
         The final answer is authoritative: pieces of sentences that fail verification are not in it.
         """
         history = history or []
-        run = self._prepare(question, history, top_k)
+        run = self._prepare(question, history, top_k, filters)
         if run.abstain_reason:
             run.timings["generate"] = 0.0
             answer = self._abstention(run)

@@ -1,4 +1,4 @@
-"""An article's ``published`` value as ISO 8601, and its ``source`` as a site name or domain.
+"""An article's ``published`` value as ISO 8601 (its ``source`` is normalised by ``rag.filters.normalise_source``).
 
 Dates are read by python-dateutil; this module only decides what dateutil may not guess:
 
@@ -26,7 +26,6 @@ import math
 import re
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
 
 from dateutil import parser as dateutil_parser
 
@@ -43,7 +42,6 @@ _RFC2822_ZONES = {"UT": 0, "GMT": 0, "UTC": 0, "Z": 0, "EST": -5, "EDT": -4, "CS
                   "MST": -7, "MDT": -6, "PST": -8, "PDT": -7}
 # Two fillers that differ in every field: a field dateutil did not find differs between the two parses.
 _FILL_A, _FILL_B = datetime(2000, 1, 1, 0, 0, 0), datetime(2001, 2, 2, 1, 1, 1)
-_DOMAIN = re.compile(r"(?:[a-z0-9-]+\.)+[a-z]{2,}(?::\d+)?(?:[/?#].*)?", re.I)
 
 
 class ParsedDate(NamedTuple):
@@ -177,23 +175,3 @@ def parse_published(value: Any, default_zone: tzinfo = UTC, dayfirst: bool | Non
     if _EPOCH_TEXT.fullmatch(text):
         return _from_epoch(text)
     return _from_iso(text, default_zone) or _from_text(text, default_zone, dayfirst)
-
-
-def normalise_source(value: str) -> str:
-    """A source as stored: a URL or bare domain becomes its lowercase host without ``www.`` or port;
-    a name stays as written, trimmed.
-
-    Example:
-        >>> normalise_source("https://www.bbc.co.uk/news/x")
-        'bbc.co.uk'
-        >>> normalise_source("  BBC News ")
-        'BBC News'
-    """
-    text = value.strip()
-    if "://" not in text and not _DOMAIN.fullmatch(text):
-        return text
-    try:
-        host = urlsplit(text if "://" in text else f"//{text}").hostname
-    except ValueError:  # an unreadable port or IPv6 literal: not a URL after all
-        return text
-    return host.removeprefix("www.") if host else text

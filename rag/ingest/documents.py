@@ -24,7 +24,8 @@ from typing import Any, BinaryIO, NamedTuple, Protocol, TypeVar
 
 import yaml
 
-from rag.ingest.dates import normalise_source, parse_published
+from rag.filters import normalise_source
+from rag.ingest.dates import parse_published
 from rag.records import Document, Skipped
 from rag.settings import Settings
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from rag.embedding.cache import VectorCache
 from rag.embedding.model import Embedder
+from rag.filters import Filters
 from rag.records import Passage, Ranked, StoredChunk
 from rag.retrieval.fusion import Fusion, FusionParams, RetrievalMode, minmax, strategy
 from rag.store.index import Index
@@ -21,8 +22,13 @@ NEAR_DUPLICATE_COSINE = 0.97
 class Retriever(Protocol):
     """What the answer pipeline needs from retrieval; ``IndexRetriever`` is the FAISS + BM25 one."""
 
-    def search(self, query: str, k: int, qvec: np.ndarray | None = None) -> list[Passage]:
-        """Best-first passages for ``query``; ``qvec`` is its embedding when the caller has it already."""
+    def search(self, query: str, k: int, qvec: np.ndarray | None = None,
+               filters: Filters | None = None) -> list[Passage]:
+        """Best-first passages for ``query``; ``qvec`` is its embedding when the caller has it already;
+        only from articles that pass ``filters`` when given."""
+
+    def matching_documents(self, filters: Filters) -> int:
+        """How many articles pass ``filters`` (0: a filtered question has nothing to be answered from)."""
 
 
 @dataclass(frozen=True)
@@ -63,16 +69,21 @@ class IndexRetriever:
 
             self.reranker = CrossEncoder(str(reranker_path), device="cpu", local_files_only=True)
 
-    def search(self, query: str, k: int, qvec: np.ndarray | None = None) -> list[Passage]:
-        """Best-first passages for ``query``, no two from the same or a near-identical chunk."""
+    def search(self, query: str, k: int, qvec: np.ndarray | None = None,
+               filters: Filters | None = None) -> list[Passage]:
+        """Best-first passages for ``query``, no two from the same or a near-identical chunk; with
+        ``filters``, only chunks of the articles that pass them are searched (k come back when k match)."""
         query = query.strip()
         if not query:
+            return []
+        allowed = self.index.allowed_ids(filters) if filters else None
+        if allowed is not None and not len(allowed):
             return []
         if qvec is None:
             qvec = self.embedder.encode_query(query)
         n = max(self.candidates, k)
-        dense = self.index.dense_search(qvec, n) if self.mode != RetrievalMode.BM25 else []
-        lexical = self.index.lexical_search(query, n) if self.mode != RetrievalMode.DENSE else []
+        dense = self.index.dense_search(qvec, n, allowed) if self.mode != RetrievalMode.BM25 else []
+        lexical = self.index.lexical_search(query, n, allowed) if self.mode != RetrievalMode.DENSE else []
         candidates = self._candidates(dense, lexical, qvec)
         chunks = self.index.chunks([c.id for c in candidates[: max(4 * k, 20)]])
         if self.rescore_top:
@@ -81,6 +92,9 @@ class IndexRetriever:
         if self.reranker is not None:
             selected = self._rerank(query, selected, chunks)
         return [self._passage(chunks[c.id], c.cosine) for c in selected]
+
+    def matching_documents(self, filters: Filters) -> int:
+        return int(self.index.catalogue().matching_documents(filters).sum())
 
     def _candidates(self, dense: Ranked, lexical: Ranked, qvec: np.ndarray) -> list[Candidate]:
         """Union of both lists with every candidate's cosine (stored vectors), fused, best first."""

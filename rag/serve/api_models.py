@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from rag.filters import MAX_VALUES, Filters
 from rag.records import Turn
 
 MAX_QUESTION_CHARS = 4000
@@ -16,6 +17,27 @@ MAX_HISTORY = 20
 class Message(BaseModel):
     role: Literal["user", "assistant"]
     content: str = Field(max_length=20_000)
+
+
+class FiltersIn(BaseModel):
+    """Which articles an answer or search may use (all given ones must hold); dates are ISO 8601."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"sources": ["bbc.co.uk"], "published_after": "2005-01-01", "published_before": "2005-03-31"}]})
+
+    sources: list[str] = Field(default_factory=list, max_length=MAX_VALUES,
+                               description="Site names or domains (case, scheme and www. do not count).")
+    published_after: str | None = Field(None, description="On or after (a date covers its whole day).")
+    published_before: str | None = Field(None, description="On or before (a date covers its whole day).")
+    doc_ids: list[str] = Field(default_factory=list, max_length=MAX_VALUES)
+
+    @model_validator(mode="after")
+    def _check(self) -> FiltersIn:
+        self.parsed()  # BadFilter is a ValueError: pydantic turns it into a 422 naming the field
+        return self
+
+    def parsed(self) -> Filters:
+        return Filters.parse(self.sources, self.published_after, self.published_before, self.doc_ids)
 
 
 class AnswerRequest(BaseModel):
@@ -30,6 +52,10 @@ class AnswerRequest(BaseModel):
     history: list[Message] = Field(default_factory=list, max_length=MAX_HISTORY,
                                    description="Earlier turns, oldest first (at most 20).")
     top_k: int | None = Field(None, ge=1, le=20, description="Passages to retrieve.")
+    filters: FiltersIn | None = Field(None, description="Answer from these articles only.")
+
+    def parsed_filters(self) -> Filters | None:
+        return self.filters.parsed() if self.filters else None
 
     @field_validator("question")
     @classmethod
@@ -91,6 +117,9 @@ class ChatCompletionRequest(BaseModel):
     model: str = "rag"
     messages: list[ChatCompletionMessage] = Field(min_length=1, max_length=MAX_HISTORY + 2)
     stream: bool = False
+    # Extra fields (OpenAI clients send them with ``extra_body``): the same as /api/answer's.
+    filters: FiltersIn | None = None
+    top_k: int | None = Field(None, ge=1, le=20)
 
 
 def turns(messages: list[Any]) -> list[Turn]:

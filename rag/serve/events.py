@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Generator, Iterator
 
 from rag.answer.answering import Answerer
 from rag.answer.generation import GeneratorUnavailable
+from rag.filters import Filters
 from rag.records import Answer, Turn
 from rag.serve.metrics import Metrics
 
@@ -19,10 +20,10 @@ log = logging.getLogger(__name__)
 
 
 def answer_events(answerer: Answerer, question: str, history: list[Turn], top_k: int | None,
-                  metrics: Metrics) -> Iterator[dict]:
+                  metrics: Metrics, filters: Filters | None = None) -> Iterator[dict]:
     """/api/chat: ``token`` events, then one ``citations`` event, then ``done`` with the answer object."""
     try:
-        for item in answerer.stream(question, history, top_k):
+        for item in answerer.stream(question, history, top_k, filters):
             if isinstance(item, Answer):
                 metrics.observe_answer(item)
                 yield {"event": "citations", "data": json.dumps({"citations": [c.to_dict() for c in item.citations]})}

@@ -2,7 +2,8 @@
 
 The last user message is the question and the messages before it the history; the answer's
 citations ride in an extra ``citations`` field (and ``abstained``), which OpenAI clients keep in
-``model_extra``.
+``model_extra``. A request may carry ``filters`` and ``top_k`` as extra body fields (``extra_body`` in
+the OpenAI clients), read as /api/answer reads them.
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ router = APIRouter(dependencies=[Depends(authorised)], tags=["openai"])
 async def chat_completions(body: ChatCompletionRequest, p: Pipeline = Depends(pipeline),
                            state: ServiceState = Depends(service)):
     """OpenAI chat-completions shape; the last user message is the question. Citations ride in ``citations``."""
-    request = _answer_request(body.messages)
+    request = _answer_request(body)
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     if body.stream:
         chunks = _chunks(p.answerer, request, state.metrics, body.model, completion_id, created)
         return EventSourceResponse(threaded(chunks), ping=15)
-    result = await asyncio.to_thread(p.answerer.answer, request.question, turns(request.history))
+    result = await asyncio.to_thread(p.answerer.answer, request.question, turns(request.history), request.top_k,
+                                     request.parsed_filters())
     state.metrics.observe_answer(result)
     return {"id": completion_id, "object": "chat.completion", "created": created, "model": body.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": result.answer},
@@ -48,11 +50,11 @@ async def chat_completions(body: ChatCompletionRequest, p: Pipeline = Depends(pi
             "citations": [c.to_dict() for c in result.citations], "abstained": result.abstained}
 
 
-def _answer_request(messages: list[ChatCompletionMessage]) -> AnswerRequest:
-    """The /api/answer request the messages amount to, validated like one (422 on what it rejects)."""
-    question, history = _question(messages)
+def _answer_request(body: ChatCompletionRequest) -> AnswerRequest:
+    """The /api/answer request the messages (and extra fields) amount to, validated like one (422 on what it rejects)."""
+    question, history = _question(body.messages)
     try:
-        return AnswerRequest(question=question,
+        return AnswerRequest(question=question, top_k=body.top_k, filters=body.filters,
                              history=[{"role": t.role, "content": t.content} for t in history][-MAX_HISTORY:])
     except ValidationError as exc:
         raise HTTPException(422, "messages: " + "; ".join(
@@ -75,7 +77,8 @@ def _chunks(answerer: Answerer, request: AnswerRequest, metrics: Metrics, model:
     yield chunk({"role": "assistant", "content": ""})
     try:
         final = None
-        for item in answerer.stream(request.question, turns(request.history)):
+        for item in answerer.stream(request.question, turns(request.history), request.top_k,
+                                    request.parsed_filters()):
             if isinstance(item, Answer):
                 final = item
             else:

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sse_starlette.sse import EventSourceResponse
 
 from rag.answer.pipeline import Pipeline
+from rag.filters import MAX_VALUES, BadFilter, Filters
 from rag.serve.api_models import MAX_QUESTION_CHARS, AnswerRequest, AnswerResponse, turns
 from rag.serve.deps import NOT_LOADED, RETRY_AFTER_S, authorised, pipeline, service
 from rag.serve.events import answer_events, threaded
@@ -24,7 +25,7 @@ ops = APIRouter()
 @api.post("/api/answer", response_model=AnswerResponse, tags=["answers"])
 def answer(body: AnswerRequest, p: Pipeline = Depends(pipeline), state: ServiceState = Depends(service)) -> dict:
     """Answer a question (with optional history) from the articles, with verified citations."""
-    result = p.answerer.answer(body.question, turns(body.history), body.top_k)
+    result = p.answerer.answer(body.question, turns(body.history), body.top_k, body.parsed_filters())
     state.metrics.observe_answer(result)
     return result.to_dict()
 
@@ -35,17 +36,24 @@ def answer(body: AnswerRequest, p: Pipeline = Depends(pipeline), state: ServiceS
 async def chat(body: AnswerRequest, p: Pipeline = Depends(pipeline),
                state: ServiceState = Depends(service)) -> EventSourceResponse:
     """The same answer as /api/answer, streamed as server-sent events."""
-    events = answer_events(p.answerer, body.question, turns(body.history), body.top_k, state.metrics)
+    events = answer_events(p.answerer, body.question, turns(body.history), body.top_k, state.metrics,
+                           body.parsed_filters())
     return EventSourceResponse(threaded(events), ping=15)
 
 
 @api.get("/api/search", tags=["retrieval"])
 def search(q: str = Query(min_length=1, max_length=MAX_QUESTION_CHARS), k: int = Query(5, ge=1, le=50),
+           sources: list[str] = Query([], max_length=MAX_VALUES), published_after: str | None = None,
+           published_before: str | None = None, doc_ids: list[str] = Query([], max_length=MAX_VALUES),
            p: Pipeline = Depends(pipeline)) -> dict:
-    """Passages for a query, best first."""
+    """Passages for a query, best first; only from the articles that pass the filters when given."""
     if not q.strip():
         raise HTTPException(422, "q: the query is empty")
-    return {"passages": [passage.to_dict() for passage in p.retriever.search(q, k)]}
+    try:
+        filters = Filters.parse(sources, published_after, published_before, doc_ids)
+    except BadFilter as exc:
+        raise HTTPException(422, str(exc)) from exc
+    return {"passages": [passage.to_dict() for passage in p.retriever.search(q, k, filters=filters or None)]}
 
 
 @api.get("/api/documents", tags=["documents"])

@@ -97,6 +97,15 @@ class DocStore:
             f"FROM chunks c JOIN documents d USING (doc_id) WHERE c.id IN ({marks})", tuple(ids))
         return {r[0]: StoredChunk(r[0], Chunk(*r[1:8]), title=r[8]) for r in rows}
 
+    def catalogue_rows(self) -> list[tuple[str, str, str]]:
+        """(doc_id, source, published) of every document."""
+        return self._rows("SELECT doc_id, source, published FROM documents ORDER BY doc_id")
+
+    def chunk_doc_rows(self) -> tuple[list[int], list[str]]:
+        """Every chunk id, ascending, and its doc_id."""
+        rows = self._rows("SELECT id, doc_id FROM chunks ORDER BY id")
+        return [r[0] for r in rows], [r[1] for r in rows]
+
     def iter_chunk_texts(self) -> Iterator[ChunkText]:
         """(id, title, text) of every chunk in id order, for building the lexical index."""
         for row in self._rows(

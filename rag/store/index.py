@@ -16,6 +16,7 @@ The write side (staging, publishing) is ``rag.store.writer``.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,9 @@ import numpy as np
 
 from rag.durable import write_durably
 from rag.errors import UserError
+from rag.filters import Filters
 from rag.records import Document, Ranked, StoredChunk
+from rag.store.catalogue import Catalogue
 from rag.store.docstore import ChunkText, DocStore
 from rag.store.lexical import LexicalIndex
 from rag.store.vectors import VectorIndex
@@ -89,6 +92,8 @@ class Index:
                  docstore: DocStore, lexical: LexicalIndex):
         self.root, self.generation, self.manifest = root, generation, manifest
         self.vectors, self.docstore, self.lexical = vectors, docstore, lexical
+        self._catalogue: Catalogue | None = None
+        self._catalogue_lock = threading.Lock()
 
     @classmethod
     def open(cls, root: Path, model: str | None = None) -> Index:
@@ -121,13 +126,24 @@ class Index:
         return sum(p.stat().st_size for p in self.generation.rglob("*") if p.is_file())
 
     # ---- retrieval ------------------------------------------------------------------------
-    def dense_search(self, query: np.ndarray, k: int) -> Ranked:
-        """Top-k (chunk id, cosine) pairs, best first."""
-        return self.vectors.search(query, k)
+    def dense_search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> Ranked:
+        """Top-k (chunk id, cosine) pairs, best first; only chunk ids in ``allowed`` when given."""
+        return self.vectors.search(query, k, allowed)
 
-    def lexical_search(self, query: str, k: int) -> Ranked:
-        """Top-k (chunk id, BM25 score) pairs with a positive score, best first."""
-        return self.lexical.search(query, k)
+    def lexical_search(self, query: str, k: int, allowed: np.ndarray | None = None) -> Ranked:
+        """Top-k (chunk id, BM25 score) pairs with a positive score, best first; only ``allowed`` when given."""
+        return self.lexical.search(query, k, allowed)
+
+    def allowed_ids(self, filters: Filters) -> np.ndarray:
+        """The chunk ids (ascending) of the articles that pass ``filters``."""
+        return self.catalogue().allowed_ids(filters)
+
+    def catalogue(self) -> Catalogue:
+        """Articles, sources, dates and their chunks, read from the docstore on first use."""
+        with self._catalogue_lock:
+            if self._catalogue is None:
+                self._catalogue = Catalogue(self.docstore)
+            return self._catalogue
 
     def vectors_of(self, ids: list[int]) -> np.ndarray:
         return self.vectors.vectors(ids)

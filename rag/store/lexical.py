@@ -519,16 +519,20 @@ class LexicalIndex:
         terms = [(weights[stem] * self._idf(m.df), m) for stem, m in matches.items() if m.df > 0]
         return sorted(terms, key=lambda t: -t[0])
 
-    def search(self, query: str, k: int) -> Ranked:
+    def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> Ranked:
         """Top-k (chunk id, BM25 score) pairs with a positive score, best first; ties by ascending id.
 
         Exact, with MaxScore pruning: a term adds less than its weight to a score (tf / (tf + K) < 1),
         so once the terms left (the common ones, last) cannot lift a row to the k-th best score so far,
         they are only looked up at the rows still in reach instead of scored over all their postings.
+        With ``allowed`` (chunk ids, ascending) only those chunks are scored; N, avgdl and idf stay the
+        whole corpus's, so a filtered chunk scores what it scores unfiltered.
         """
         if k <= 0 or self.docs == 0:
             return []
         terms = self._query_terms(query)
+        if allowed is not None:
+            return self._search_rows(terms, self._rows_of(allowed), k)
         weights = [w for w, _ in terms]
         reach = np.cumsum(weights[::-1])[::-1] * (1 + 1e-5)  # the most terms j.. add (float32 rounding: < 1e-6)
         left = np.cumsum([m.df for _, m in terms][::-1])[::-1]  # postings of terms j..
@@ -551,6 +555,37 @@ class LexicalIndex:
             best = self._best_distinct(rows, totals[rows], k * len(terms))
             return self._top(best, totals[best], k)
         finally:
+            self._give_back(totals, scored)
+
+    def _rows_of(self, ids: np.ndarray) -> np.ndarray:
+        """The live global rows (ascending) of chunk ids ``ids`` (ascending); unknown ids are skipped."""
+        ids = np.asarray(ids, dtype=np.int64)
+        found = []
+        for segment, offset in zip(self.segments, self._offsets):
+            if not segment.docs:
+                continue
+            lo, hi = np.searchsorted(ids, [segment.ids[0], segment.ids[-1] + 1])
+            wanted = ids[lo:hi]
+            at = np.minimum(np.searchsorted(segment.ids, wanted), segment.docs - 1)
+            rows = at[segment.ids[at] == wanted]
+            if segment.live is not None:
+                rows = rows[segment.live[rows]]
+            found.append(rows + offset)
+        return np.concatenate(found) if found else np.empty(0, dtype=np.int64)
+
+    def _search_rows(self, terms: list[tuple[float, _Matches]], rows: np.ndarray, k: int) -> Ranked:
+        """The top k of ``rows`` alone: each term is looked up at them, or scored over its postings when
+        those are fewer (then only ``rows`` are read back)."""
+        if not len(rows):
+            return []
+        scored: list[np.ndarray] = []
+        totals = self._borrow()
+        try:
+            for weight, matches in terms:
+                self._add(totals, weight, matches, scored, rows if len(rows) * 8 < matches.df else None)
+            return self._top(rows, totals[rows], k)
+        finally:
+            totals[rows] = 0.0
             self._give_back(totals, scored)
 
     def _borrow(self) -> np.ndarray:
@@ -658,14 +693,16 @@ class Bm25sIndex:
         df = self._df.get(stem, 0)
         return float(np.log(1 + (n - df + 0.5) / (df + 0.5)))
 
-    def search(self, query: str, k: int) -> Ranked:
-        """Top-k (chunk id, BM25 score) pairs with a positive score, best first."""
+    def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> Ranked:
+        """Top-k (chunk id, BM25 score) pairs with a positive score, best first; only ``allowed`` ids when given."""
         if len(self.ids) == 0 or k <= 0:
             return []
         tokens = self.tokenizer.tokenize([query], update_vocab=False, return_as="ids", show_progress=False)
         if not tokens or not tokens[0]:
             return []
         scores = self.bm25.get_scores(tokens[0])
+        if allowed is not None:
+            scores = np.where(np.isin(self.ids, allowed), scores, 0.0)
         k = min(k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]

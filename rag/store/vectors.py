@@ -51,6 +51,8 @@ MAX_TOMBSTONES = 0.1  # share of an HNSW graph's vectors that may be tombstones 
 AUTO_SHRINK = 0.8  # auto turns an IVF back into exact search only below this share of exact_max
 IVF_TRAIN_POINTS_PER_LIST = 64  # k-means sample: 262k points for 4096 lists (FAISS's default 256 takes all 10^6)
 IVF_MIN_POINTS_PER_LIST = 39  # FAISS warns when a list is trained on fewer
+FILTER_EXACT_MAX = 20_000  # a filter allowing at most this many ids is scored exactly (~10 ms at 20k)
+FILTER_MAX_EF = 4096  # HNSW candidates a filtered search may read
 
 
 class VectorKind(StrEnum):
@@ -293,19 +295,44 @@ class VectorIndex:
                                       np.asarray(vectors, dtype=np.float32).reshape(-1, self.dimension)])
         return VectorIndex.build(new_ids, new_vectors, target, policy)
 
-    def search(self, query: np.ndarray, k: int) -> Ranked:
-        """Top-k (chunk id, cosine) pairs, best first."""
+    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> Ranked:
+        """Top-k (chunk id, cosine) pairs, best first; only ids in ``allowed`` (ascending) when given."""
         n = len(self)
-        if n == 0:
+        if n == 0 or (allowed is not None and not len(allowed)):
             return []
         faiss.omp_set_num_threads(1)  # per thread in OpenMP: a server's worker threads would otherwise use every core
         query = query.reshape(1, -1)
+        if allowed is not None:
+            return self._search_within(query, k, allowed)
         if self._tombstones:
             # Parameters per call: IndexIDMap swaps in its own selector while it searches.
             params = faiss.SearchParametersHNSW(sel=self._live, efSearch=_graph(self._index).hnsw.efSearch)
             scores, ids = self._index.search(query, min(k, n), params=params)
         else:
             scores, ids = self._index.search(query, min(k, n))
+        return [Hit(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+
+    def _search_within(self, query: np.ndarray, k: int, allowed: np.ndarray) -> Ranked:
+        """A filtered search. Few allowed ids: scored exactly from their stored vectors. Many: the index's
+        own search with an ``IDSelector``, reading proportionally more (IVF cells, HNSW candidates) so
+        that about as many allowed vectors are seen as an unfiltered search sees."""
+        allowed = np.ascontiguousarray(allowed, dtype=np.int64)
+        if len(allowed) <= FILTER_EXACT_MAX:
+            scores = self.vectors(allowed) @ query[0]
+            top = np.argsort(-scores, kind="stable")[:k]
+            return [Hit(int(allowed[i]), float(scores[i])) for i in top]
+        share = len(allowed) / len(self)
+        chosen = faiss.IDSelectorBatch(allowed)
+        if self._kind is VectorKind.IVF:
+            nprobe = min(int(self._index.nlist), math.ceil(self._index.nprobe / share))
+            params = faiss.SearchParametersIVF(sel=chosen, nprobe=nprobe)
+        elif self._kind is VectorKind.HNSW:
+            ef = min(FILTER_MAX_EF, math.ceil(max(_graph(self._index).hnsw.efSearch, k) / share))
+            live = faiss.IDSelectorAnd(self._live, chosen) if self._tombstones else chosen
+            params = faiss.SearchParametersHNSW(sel=live, efSearch=ef)
+        else:
+            params = faiss.SearchParameters(sel=chosen)
+        scores, ids = self._index.search(query, min(k, len(allowed)), params=params)
         return [Hit(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
     def vectors(self, ids: list[int] | np.ndarray) -> np.ndarray:
