@@ -60,6 +60,8 @@ class StoredChunk:
     id: int
     chunk: Chunk
     title: str
+    source: str = ""
+    published: str = ""  # ISO 8601, or "" when the article has no date
 
 
 class Hit(NamedTuple):
@@ -84,9 +86,11 @@ class Passage:
     text: str
     score: float
     n_tokens: int = field(default=0, repr=False)  # cl100k tokens of ``text`` from ingest; 0: count when needed
+    source: str = ""
+    published: str = ""  # ISO 8601, or "" when the article has no date
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "n_tokens"}
+        return {k: v for k, v in self.__dict__.items() if k != "n_tokens"} | {"published": self.published or None}
 
 
 @dataclass(frozen=True)
@@ -102,10 +106,13 @@ class Citation:
     text: str
     score: float
     answer_span: tuple[int, int] | None = None  # document offsets of the answer words inside ``text``
+    source: str = ""
+    published: str = ""  # ISO 8601, or "" when the article has no date
 
     def to_dict(self) -> dict:
         span = self.answer_span
-        return dict(self.__dict__) | {"answer_span": {"start": span[0], "end": span[1]} if span else None}
+        return dict(self.__dict__) | {"answer_span": {"start": span[0], "end": span[1]} if span else None,
+                                      "published": self.published or None}
 
     @classmethod
     def of(cls, n: int, passage: Passage, start: int | None = None, end: int | None = None) -> Citation:
@@ -119,7 +126,8 @@ class Citation:
         start = passage.start if start is None else start
         end = passage.end if end is None else end
         text = passage.text[start - passage.start:end - passage.start]
-        return cls(n, passage.doc_id, passage.title, passage.chunk_id, start, end, text, passage.score)
+        return cls(n, passage.doc_id, passage.title, passage.chunk_id, start, end, text, passage.score,
+                   source=passage.source, published=passage.published)
 
 
 @dataclass(frozen=True)

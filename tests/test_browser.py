@@ -72,6 +72,27 @@ def test_off_topic_question_shows_the_not_found_state(page):
     page.screenshot(path=str(ARTIFACTS / "not-found.png"), full_page=True)
 
 
+def test_filters_offer_the_sources_and_a_range_that_matches_nothing_says_so(page):
+    expect = sync_api.expect
+    page.click("#filters summary")
+    expect(page.locator("#filter-source option")).to_have_count(3)  # any source + the two bundled ones
+    page.fill("#filter-after", "2001-01-01")  # the bundled articles carry no dates
+    page.dispatch_event("#filter-after", "change")
+    expect(page.locator("#filters-summary")).to_have_text("Filters (1 active)")
+    ask(page, "When did the CKFTA become law?")
+    bot = page.locator(".msg.bot").last
+    expect(bot.locator(".badge")).to_have_text("No articles match the filters")
+    expect(bot).to_contain_text("No articles match the filters (published after 2001-01-01")
+    page.click("#filter-clear")
+    expect(page.locator("#filters-summary")).to_have_text("Filters")
+    page.select_option("#filter-source", index=1)
+    ask(page, "When did the CKFTA become law?")
+    sources = page.locator("#sources li .meta")
+    chosen = page.locator("#filter-source").input_value()
+    expect(sources.first).to_have_text(chosen)  # every cited passage is from the chosen source
+    assert all(t == chosen for t in sources.all_text_contents())
+
+
 def test_script_payload_is_shown_as_text(page):
     payload = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
     ask(page, payload)

@@ -135,6 +135,17 @@ class TestRetrieval:
         assert retriever.matching_documents(nothing) == 0
         assert retriever.matching_documents(Filters.parse(sources=["reuters"])) == 6
 
+    def test_facets_list_the_sources_and_the_date_range(self, index):
+        facets = index.catalogue().facets()
+        assert facets["sources"] == [{"source": "Reuters", "documents": 6}, {"source": "bbc.co.uk", "documents": 6}]
+        assert facets["published"] == {"first": "2005-01-15", "last": "2005-11-15"}
+        assert facets["undated"] == 1 and facets["documents"] == 12
+
+    def test_passages_carry_their_articles_source_and_date(self, index, embedder):
+        found = IndexRetriever(index, embedder).search("province 3 tonnes", 1, filters=Filters.parse(doc_ids=["story-03"]))
+        assert (found[0].source, found[0].published) == ("bbc.co.uk", "2005-04-15")
+        assert found[0].to_dict()["published"] == "2005-04-15"
+
     def test_filtered_bm25_scores_equal_unfiltered_ones(self, index):
         allowed = index.allowed_ids(Filters.parse(sources=["bbc.co.uk"]))
         full = dict(index.lexical_search("rice harvest farmers tonnes", 100))

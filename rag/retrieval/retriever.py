@@ -159,4 +159,5 @@ class IndexRetriever:
     @staticmethod
     def _passage(stored: StoredChunk, cosine: float) -> Passage:
         c = stored.chunk
-        return Passage(c.doc_id, stored.title, c.chunk_id, c.start, c.end, c.text, round(cosine, 4), c.n_tokens)
+        return Passage(c.doc_id, stored.title, c.chunk_id, c.start, c.end, c.text, round(cosine, 4), c.n_tokens,
+                       source=stored.source, published=stored.published)

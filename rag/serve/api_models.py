@@ -83,6 +83,8 @@ class CitationOut(BaseModel):
     text: str
     score: float
     answer_span: Span | None = None  # the answer words (a date, an amount, a name) inside ``text``
+    source: str = ""
+    published: str | None = None  # ISO 8601, or null when the article has no date
 
 
 class AnswerResponse(BaseModel):

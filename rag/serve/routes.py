@@ -73,6 +73,12 @@ def document(doc_id: str, p: Pipeline = Depends(pipeline)) -> dict:
             "published": doc.published or None, "metadata": doc.metadata}
 
 
+@api.get("/api/facets", tags=["documents"])
+def facets(p: Pipeline = Depends(pipeline)) -> dict:
+    """What filters can choose from: sources with their article counts, the first and last publication dates."""
+    return p.index.catalogue().facets()
+
+
 @api.get("/api/starters", tags=["ui"])
 def starters(p: Pipeline = Depends(pipeline), state: ServiceState = Depends(service)) -> dict:
     return {"questions": state.starters(p)}

@@ -23,8 +23,10 @@ class Catalogue:
         docs = docstore.catalogue_rows()
         self.doc_ids = [d for d, _, _ in docs]
         self._row = {d: i for i, d in enumerate(self.doc_ids)}
-        self._sources = np.array([source_key(s) for _, s, _ in docs], dtype=object)
-        stamps = [published_timestamp(p) for _, _, p in docs]
+        self._names = [s for _, s, _ in docs]
+        self._sources = np.array([source_key(s) for s in self._names], dtype=object)
+        self._dates = [p for _, _, p in docs]
+        stamps = [published_timestamp(p) for p in self._dates]
         self._published = np.array([np.nan if t is None else t for t in stamps], dtype=np.float64)
         chunk_ids, chunk_docs = docstore.chunk_doc_rows()
         self._chunk_ids = np.asarray(chunk_ids, dtype=np.int64)
@@ -48,3 +50,19 @@ class Catalogue:
     def allowed_ids(self, filters: Filters) -> np.ndarray:
         """The chunk ids (ascending) of the articles that pass ``filters``."""
         return self._chunk_ids[self.matching_documents(filters)[self._chunk_doc]]
+
+    def facets(self) -> dict:
+        """What a filter can choose from: each source (as first written) with its article count, and the
+        first and last publication dates (``None`` when no article is dated)."""
+        counts: dict[str, list] = {}
+        for name, key in zip(self._names, self._sources):
+            if key:
+                counts.setdefault(key, [name, 0])[1] += 1
+        dated = ~np.isnan(self._published)
+        first = last = None
+        if dated.any():
+            first = self._dates[int(np.nanargmin(self._published))]
+            last = self._dates[int(np.nanargmax(self._published))]
+        return {"sources": [{"source": name, "documents": n} for name, n in sorted(counts.values(), key=lambda v: -v[1])],
+                "published": {"first": first, "last": last}, "undated": int((~dated).sum()),
+                "documents": len(self.doc_ids)}

@@ -93,9 +93,9 @@ class DocStore:
             return {}
         marks = ",".join("?" * len(ids))
         rows = self._rows(
-            f'SELECT c.id, c.chunk_id, c.doc_id, c.ordinal, c.start, c."end", c.text, c.n_tokens, d.title '
-            f"FROM chunks c JOIN documents d USING (doc_id) WHERE c.id IN ({marks})", tuple(ids))
-        return {r[0]: StoredChunk(r[0], Chunk(*r[1:8]), title=r[8]) for r in rows}
+            f'SELECT c.id, c.chunk_id, c.doc_id, c.ordinal, c.start, c."end", c.text, c.n_tokens, d.title, '
+            f"d.source, d.published FROM chunks c JOIN documents d USING (doc_id) WHERE c.id IN ({marks})", tuple(ids))
+        return {r[0]: StoredChunk(r[0], Chunk(*r[1:8]), title=r[8], source=r[9], published=r[10]) for r in rows}
 
     def catalogue_rows(self) -> list[tuple[str, str, str]]:
         """(doc_id, source, published) of every document."""

@@ -67,7 +67,9 @@ function addMessage(role, text) {
 function renderAnswer(li, answer) {
   li.replaceChildren();
   li.classList.toggle("abstained", answer.abstained);
-  if (answer.abstained) li.append(el("span", "badge", "Not in the articles"), document.createElement("br"));
+  const noMatch = answer.abstain_reason === "no articles match the filters";  // rag.answer.answering.NO_MATCH_REASON
+  if (answer.abstained) li.append(el("span", "badge", noMatch ? "No articles match the filters" : "Not in the articles"),
+                                  document.createElement("br"));
   const parts = answer.answer.split(/(\[\d+\])/);
   for (const part of parts) {
     const m = /^\[(\d+)\]$/.exec(part);
@@ -108,6 +110,8 @@ function renderSources(answer) {
     li.dataset.n = c.n;
     li.tabIndex = 0;
     li.append(el("span", "title", `[${c.n}] ${c.title}`));
+    const meta = [c.source, formatDate(c.published)].filter(Boolean).join(" · ");
+    if (meta) li.append(el("span", "meta", meta));
     if (answer.abstained) li.append(el("span", "note", "Closest passage; it does not answer the question."));
     const quote = el("span", "quote");
     const shown = c.text.length > 320 ? c.text.slice(0, 317) : c.text;
@@ -137,7 +141,7 @@ async function openCitation(answer, n) {
   try {
     const doc = await fetchDocument(c.doc_id);
     $("reader-title").textContent = doc.title;
-    $("reader-meta").textContent = [doc.source, doc.published].filter(Boolean).join(" · ");
+    $("reader-meta").textContent = [doc.source, formatDate(doc.published)].filter(Boolean).join(" · ");
     const text = $("reader-text");
     const mark = el("mark");
     mark.append(...withAnswerWords(doc.text.slice(c.start, c.end), c.start, answer.abstained ? null : c.answer_span));
@@ -152,6 +156,42 @@ async function openCitation(answer, n) {
 }
 
 function setStatus(text) { $("status").textContent = text; }
+
+// "2005-03-14" or "2005-03-14T09:30:00+00:00" as "14 Mar 2005" (the article's own calendar day).
+function formatDate(iso) {
+  if (!iso) return "";
+  const [y, m, d] = iso.slice(0, 10).split("-").map(Number);
+  return new Date(Date.UTC(y, m - 1, d)).toLocaleDateString(undefined, { day: "numeric", month: "short", year: "numeric", timeZone: "UTC" });
+}
+
+// The filters the panel sets, as /api/chat takes them (null when none is set).
+function currentFilters() {
+  const f = {};
+  if ($("filter-source").value) f.sources = [$("filter-source").value];
+  if ($("filter-after").value) f.published_after = $("filter-after").value;
+  if ($("filter-before").value) f.published_before = $("filter-before").value;
+  return Object.keys(f).length ? f : null;
+}
+
+function showFilterCount() {
+  const n = Object.keys(currentFilters() || {}).length;
+  $("filters-summary").textContent = n ? `Filters (${n} active)` : "Filters";
+}
+
+async function loadFacets() {
+  try {
+    const r = await api("/api/facets");
+    if (!r.ok) return;
+    const facets = await r.json();
+    const select = $("filter-source");
+    select.replaceChildren(new Option("Any source", ""));
+    for (const s of facets.sources) select.append(new Option(`${s.source} (${s.documents})`, s.source));
+    for (const id of ["filter-after", "filter-before"]) {
+      if (facets.published.first) $(id).min = facets.published.first.slice(0, 10);
+      if (facets.published.last) $(id).max = facets.published.last.slice(0, 10);
+    }
+  } catch (_) { /* filters stay usable as free input */ }
+}
 
 // Minimal SSE parser for a POST response body.
 async function* sseEvents(response) {
@@ -189,7 +229,7 @@ async function ask(question) {
     const response = await api("/api/chat", {
       method: "POST",
       headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
-      body: JSON.stringify({ question, history: trimmedHistory(question) }),
+      body: JSON.stringify({ question, history: trimmedHistory(question), filters: currentFilters() }),
     });
     if (!response.ok) {
       const body = await response.json().catch(() => ({}));
@@ -260,5 +300,11 @@ $("question").addEventListener("keydown", (e) => {
   }
 });
 $("new-chat").addEventListener("click", newConversation);
+for (const id of ["filter-source", "filter-after", "filter-before"]) $(id).addEventListener("change", showFilterCount);
+$("filter-clear").addEventListener("click", () => {
+  for (const id of ["filter-source", "filter-after", "filter-before"]) $(id).value = "";
+  showFilterCount();
+});
+loadFacets();
 $("reader-close").addEventListener("click", () => { $("reader").hidden = true; });
 newConversation();
