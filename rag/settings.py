@@ -7,6 +7,7 @@ an empty folder writes ``index/default`` there. Prompts and the demo articles sh
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -102,6 +103,8 @@ class Settings(BaseSettings):
     evidence_embed_top: int = Field(8, ge=0, le=64, description="Sentences embedded per answer for evidence (README: trade-off).")
     context_tokens: int = Field(1500, ge=100, description="Token budget for passages in a prompt.")
     max_answer_sentences: int = Field(3, ge=1, le=10)
+    now: datetime | None = Field(None, description="What 'this week' / 'last month' count back from "
+                                 "(ISO 8601); default: the newest article's date.")
     prompts_dir: Path = Field(default_factory=lambda: bundled("prompts"), description="Prompt templates "
                               "(system.txt, answer.txt, condense.txt); default: those that ship with the package.")
     openai_base_url: str = "http://127.0.0.1:8080/v1"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from dataclasses import dataclass, field, replace
 
 from rag.answer.answer_span import answer_span
@@ -14,7 +15,8 @@ from rag.answer.generation import AnswerContext, Generator
 from rag.answer.prompts import pack_passages
 from rag.answer.selector import AnswerSelector, Candidate
 from rag.embedding.model import Embedder
-from rag.filters import Filters
+from rag.answer.time_intent import TimeIntent, read_time_intent
+from rag.filters import Filters, parse_instant, published_timestamp
 from rag.records import Answer, Citation, Passage, Turn
 from rag.retrieval.retriever import Retriever
 from rag.text import get_encoding, split_sentences
@@ -23,6 +25,7 @@ ABSTAIN_TEXT = "The articles don't cover this: I found nothing in them that answ
 NO_MATCH_TEXT = "No articles match the filters ({filters}), so there is nothing to answer from."
 NO_MATCH_REASON = "no articles match the filters"
 CLOSEST_PASSAGES = 2
+NEAR_BEST = 0.8  # a "latest" question orders the sentences scoring this share of the best by date
 
 
 @dataclass
@@ -57,12 +60,20 @@ class Answerer:
     def __init__(self, retriever: Retriever, embedder: Embedder, generator: Generator, condenser: Condenser,
                  verifier: CitationVerifier, scorer: EvidenceScorer, *, top_k: int = 5,
                  context_tokens: int = 1500, abstain_threshold: float = 0.5,
-                 selector: AnswerSelector | None = None, fallback: Generator | None = None):
+                 selector: AnswerSelector | None = None, fallback: Generator | None = None,
+                 now: datetime | None = None):
         self.retriever, self.embedder, self.generator = retriever, embedder, generator
         self.condenser, self.verifier, self.scorer = condenser, verifier, scorer
         self.top_k, self.context_tokens, self.abstain_threshold = top_k, context_tokens, abstain_threshold
-        self.selector, self.fallback = selector, fallback
+        self.selector, self.fallback, self.fixed_now = selector, fallback, now
         self.encoding = get_encoding()
+
+    def _now(self) -> datetime | None:
+        """What "this week" counts back from: the ``now`` setting, or the newest article's date."""
+        if self.fixed_now is not None:
+            return self.fixed_now
+        newest = self.retriever.newest_published()
+        return parse_instant(newest, "published") if newest else None
 
     def _prepare(self, question: str, history: list[Turn], top_k: int | None, filters: Filters | None) -> _Run:
         run = _Run(question=question.strip(), filters=filters)
@@ -76,11 +87,19 @@ class Answerer:
         best, retrieve, weigh = None, 0.0, 0.0
         for standalone in rewrites:
             t2 = time.perf_counter()
-            qvec = self.embedder.encode_query(standalone)
-            found = self.retriever.search(standalone, top_k or self.top_k, qvec=qvec, filters=filters)
+            intent = read_time_intent(standalone, self._now)
+            within = _within(filters, intent)
+            if within is not filters and not self.retriever.matching_documents(within):
+                run.filters = within  # "this week" in an archive with nothing from this week
+                run.standalone, run.abstain_reason = standalone, NO_MATCH_REASON
+                return run
+            asked = intent.content or standalone  # "latest", "this week" are about dates, not words to match
+            qvec = self.embedder.encode_query(asked)
+            found = self.retriever.search(asked, top_k or self.top_k, qvec=qvec, filters=within)
             passages = pack_passages(found, self.context_tokens, self.encoding)
             t3 = time.perf_counter()
-            evidence = self.scorer.score(standalone, qvec, passages)
+            evidence = _in_time_order(self.scorer.score(asked, qvec, passages), passages, intent,
+                                      self.abstain_threshold)
             retrieve, weigh = retrieve + t3 - t2, weigh + time.perf_counter() - t3
             if best is None or _rank(evidence) > _rank(best[2]):
                 best = (standalone, passages, evidence)
@@ -200,6 +219,37 @@ class Answerer:
             if rest:
                 yield rest
         yield answer
+
+
+def _within(filters: Filters | None, intent: TimeIntent) -> Filters | None:
+    """``filters`` narrowed to the publication window the question names ("this week"), if it names one."""
+    if intent.window is None:
+        return filters
+    base = filters or Filters()
+    after = max(filter(None, (base.published_after, intent.window[0])))
+    before = min(filter(None, (base.published_before, intent.window[1])))
+    return replace(base, published_after=after, published_before=before)
+
+
+def _in_time_order(evidence: Evidence, passages: list[Passage], intent: TimeIntent, threshold: float) -> Evidence:
+    """For a "latest" question, the sentences that answer about as well as the best (``NEAR_BEST`` of it,
+    and over the threshold) newest article first; for "in March 2005", those published then first.
+    The rest keep their order after them."""
+    if not (intent.latest or intent.prefer) or not evidence.sentences:
+        return evidence
+    floor = max(threshold, NEAR_BEST * evidence.best)
+    near = [s for s in evidence.sentences if s.score >= floor]
+    rest = [s for s in evidence.sentences if s.score < floor]
+
+    def when(s) -> float:
+        stamp = published_timestamp(passages[s.passage].published)
+        if intent.prefer is not None:
+            inside = stamp is not None and intent.prefer[0].timestamp() <= stamp <= intent.prefer[1].timestamp()
+            return 0.0 if inside else 1.0
+        return -stamp if stamp is not None else float("inf")  # newest first, undated last
+
+    near.sort(key=when)  # stable: equal dates keep the selector's order
+    return replace(evidence, sentences=near + rest, newest_first=intent.latest and len(near) > 1)
 
 
 def _rank(evidence: Evidence) -> tuple[bool, float]:

@@ -68,6 +68,7 @@ class Evidence:
     sentences: list[Sentence]  # best first
     missing_entities: list[str]  # question names found in no retrieved passage
     kind: str | None = None  # the question's answer type (date, quantity, person, place)
+    newest_first: bool = False  # a "latest" question: sentences near the best are ordered newest first
 
     @property
     def best(self) -> float:

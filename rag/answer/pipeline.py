@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rag.answer.answering import Answerer
@@ -127,4 +128,10 @@ def build_answerer(settings: Settings, embedder: Embedder, retriever: Retriever,
                                                                min_score=settings.abstain_threshold)
     return Answerer(retriever, embedder, generator, Condenser(prompts, writer), verifier, scorer,
                     top_k=settings.top_k, context_tokens=settings.context_tokens,
-                    abstain_threshold=settings.abstain_threshold, selector=selector, fallback=fallback)
+                    abstain_threshold=settings.abstain_threshold, selector=selector, fallback=fallback,
+                    now=_aware(settings.now))
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """A naive ``RAG_NOW`` is UTC, as naive times are everywhere else."""
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment

@@ -30,6 +30,9 @@ class Retriever(Protocol):
     def matching_documents(self, filters: Filters) -> int:
         """How many articles pass ``filters`` (0: a filtered question has nothing to be answered from)."""
 
+    def newest_published(self) -> str | None:
+        """The newest article's ``published`` (ISO 8601), None when no article is dated."""
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -95,6 +98,9 @@ class IndexRetriever:
 
     def matching_documents(self, filters: Filters) -> int:
         return int(self.index.catalogue().matching_documents(filters).sum())
+
+    def newest_published(self) -> str | None:
+        return self.index.catalogue().facets()["published"]["last"]
 
     def _candidates(self, dense: Ranked, lexical: Ranked, qvec: np.ndarray) -> list[Candidate]:
         """Union of both lists with every candidate's cosine (stored vectors), fused, best first."""
