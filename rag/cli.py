@@ -221,12 +221,22 @@ def eval_(files: Annotated[list[Path] | None, typer.Argument(help="Question file
                                                           "\\[default: eval/thresholds.json].")] = None,
           compare: Annotated[tuple[Path, Path] | None, typer.Option("--compare", help="Compare two report JSONs.")] = None,
           plot: Annotated[bool, typer.Option(help="Write a PNG of accuracy by type and latency.")] = True,
-          calibrate_: Annotated[bool, typer.Option("--calibrate", help="Sweep the abstention threshold.")] = False) -> None:
-    """Score the eval question set: retrieval, answers, citations, abstention, latency."""
+          calibrate_: Annotated[bool, typer.Option("--calibrate", help="Sweep the abstention threshold.")] = False,
+          from_feedback: Annotated[Path | None, typer.Option(
+              "--from-feedback", metavar="OUT.jsonl",
+              help="Write the ratings stored beside --index as eval records to review; asks nothing.")] = None,
+          force: Annotated[bool, typer.Option("--force", help="With --from-feedback: replace an existing OUT.")] = False,
+          ) -> None:
+    """Score the eval question set: retrieval, answers, citations, abstention, latency (or --from-feedback)."""
     from datetime import datetime
 
     from rag.eval import evaluation as ev
 
+    if from_feedback:
+        if files:
+            _fail("--from-feedback writes records from the stored ratings; it takes no question files")
+        _export_feedback(_settings(index), from_feedback, force)
+        return
     if compare:
         a, b = (json.loads(p.read_text(encoding="utf-8")) for p in compare)
         print(ev.compare(a, b))
@@ -274,6 +284,31 @@ def eval_(files: Annotated[list[Path] | None, typer.Argument(help="Question file
         if problems:
             raise typer.Exit(1)
         out.print(f"all {len(bounds)} thresholds met")
+
+
+def _export_feedback(settings: Settings, target: Path, force: bool) -> None:
+    """`rag eval --from-feedback OUT`: one record per rated answer; an existing OUT may hold a reviewer's edits."""
+    import sqlite3
+
+    from rag.eval.feedback import FeedbackStore, export
+
+    store = FeedbackStore.beside(settings.index_dir)
+    if not store.path.is_file():
+        _fail(f"no feedback for {settings.index_dir} yet: ratings sent to `rag serve` (POST /api/feedback) "
+              f"are stored in {store.path}")
+    try:
+        written = export(store, target, overwrite=force)
+    except FileExistsError:
+        _fail(f"{target} exists (it may hold reviewed records): choose another file or add --force to replace it")
+    except OSError as exc:
+        _fail(f"cannot write {target}: {exc.strerror or exc}")
+    except sqlite3.Error as exc:
+        _fail(f"cannot read {store.path}: {exc}")
+    finally:
+        store.close()
+    good, bad = written.by_rating[1], written.by_rating[-1]
+    out.print(f"wrote {written.records} record{'' if written.records == 1 else 's'} to {escape(str(target))} "
+              f"({good} rated good, {bad} rated bad), each marked \"review\": \"unreviewed\"", highlight=False)
 
 
 @command()

@@ -157,3 +157,35 @@ def test_a_long_conversation_stays_under_the_body_limit(page):
     bot = page.locator(".msg.bot").last
     sync_api.expect(bot).not_to_contain_text("Error")
     sync_api.expect(bot).not_to_have_text("")
+
+
+def test_a_thumbs_down_with_a_comment_is_saved_for_the_eval_set(page, bundled_settings):
+    import uuid
+
+    from rag.eval.feedback import FeedbackStore
+
+    expect = sync_api.expect
+    ask(page, "When did the CKFTA become law?")
+    bot = page.locator(".msg.bot").last
+    good, bad = bot.get_by_role("button", name="Good answer"), bot.get_by_role("button", name="Bad answer")
+    expect(good).to_have_attribute("aria-pressed", "false")
+    comment = bot.get_by_role("textbox", name="Comment on this answer (optional)")
+    expect(comment).to_be_hidden()
+    bad.click()
+    expect(bad).to_have_attribute("aria-pressed", "true")
+    expect(good).to_have_attribute("aria-pressed", "false")
+    expect(comment).to_be_focused()
+    note = f"It should say when it was signed ({uuid.uuid4().hex[:8]}) <b>bold</b>"
+    comment.fill(note)
+    bot.get_by_role("button", name="Send").click()
+    expect(bot.locator(".feedback-status")).to_have_text("Thanks — feedback saved")
+    for control in (good, bad, comment, bot.get_by_role("button", name="Send")):
+        expect(control).to_be_disabled()
+    assert bot.locator(".feedback b").count() == 0  # the comment is text, never markup
+    page.screenshot(path=str(ARTIFACTS / "feedback.png"), full_page=True)
+    store = FeedbackStore.beside(bundled_settings.index_dir)
+    rows = [f for f in store.all() if f.comment == note]  # the server's index folder is shared with other tests
+    store.close()
+    assert len(rows) == 1 and rows[0].rating == -1 and rows[0].question == "When did the CKFTA become law?"
+    assert "January 29, 2022" in rows[0].answer and rows[0].abstained is False
+    assert [c["n"] for c in rows[0].citations] == [1] and "January 29, 2022" in rows[0].citations[0]["text"]

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from rag.eval.feedback import Feedback
 from rag.filters import MAX_VALUES, Filters
 from rag.records import Turn
 
@@ -96,6 +97,88 @@ class AnswerResponse(BaseModel):
     standalone_question: str = ""
     abstain_reason: str = ""
     evidence_score: float = 0.0
+
+
+MAX_ANSWER_CHARS = 20_000
+MAX_COMMENT_CHARS = 2000
+MAX_FEEDBACK_CITATIONS = 20
+
+
+def _unicode_text(value: str) -> str:
+    """Text SQLite can store: JSON may carry a lone surrogate (``"\\ud800"``), which is no character.
+
+    (A string field with ``max_length`` is checked by pydantic itself; an unbounded one is not.)
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("the text holds an invalid character (a lone surrogate)") from exc
+    return value
+
+
+class FeedbackCitation(BaseModel):
+    """A citation as /api/answer returns it; the reviewer reads ``doc_id``, ``start``, ``end`` and ``text``."""
+
+    n: int | None = None
+    doc_id: str = Field(max_length=1000)
+    title: str = Field("", max_length=1000)
+    chunk_id: str = Field("", max_length=1000)
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+    text: str = Field(max_length=MAX_ANSWER_CHARS)
+    score: float | None = None
+    answer_span: Span | None = None
+    source: str = Field("", max_length=1000)
+    published: str | None = Field(None, max_length=100)
+
+    @model_validator(mode="after")
+    def _span(self) -> FeedbackCitation:
+        if self.end < self.start:
+            raise ValueError(f"citation end ({self.end}) is before its start ({self.start})")
+        return self
+
+
+class FeedbackRequest(BaseModel):
+    """A rating of one answer, with what it answered and cited (for `rag eval --from-feedback`)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"question": "When did the CKFTA become law?", "answer": "It became law on January 29, 2022 [1].",
+         "rating": -1, "comment": "It should say when it was signed, too."}]})
+
+    question: str = Field(description="The question as asked, 1–4,000 characters.")
+    answer: str = Field(max_length=MAX_ANSWER_CHARS, description="The answer rated, with its [n] markers.")
+    rating: Literal[1, -1] = Field(description="1: a good answer; -1: a bad one.")
+    comment: str = Field("", max_length=MAX_COMMENT_CHARS)
+    citations: list[FeedbackCitation] = Field(default_factory=list, max_length=MAX_FEEDBACK_CITATIONS)
+    standalone_question: str = Field("", max_length=MAX_QUESTION_CHARS)
+    abstained: bool | None = Field(None, description="Whether the answer was an abstention.")
+
+    @field_validator("question")
+    @classmethod
+    def _question(cls, value: str) -> str:
+        return AnswerRequest._question(_unicode_text(value))
+
+    @field_validator("answer")
+    @classmethod
+    def _answer(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the answer is empty")
+        return value
+
+    @field_validator("rating", mode="before")
+    @classmethod
+    def _rating(cls, value: Any) -> Any:
+        if type(value) is not int or value not in (1, -1):  # true and 1.0 are not ratings
+            raise ValueError("rating must be 1 (a good answer) or -1 (a bad answer)")
+        return value
+
+    def record(self) -> Feedback:
+        return Feedback(self.question, self.answer, self.rating, self.comment,
+                        tuple(c.model_dump() for c in self.citations), self.standalone_question, self.abstained)
+
+
+class FeedbackCreated(BaseModel):
+    id: int
 
 
 class ChatCompletionMessage(BaseModel):

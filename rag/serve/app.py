@@ -43,6 +43,7 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
             state.embedder = await asyncio.to_thread(build_query_embedder, settings)
         await asyncio.to_thread(state.refresh)
         yield
+        state.feedback.close()
 
     app = FastAPI(title="rag: grounded answers from news articles", version=__version__, lifespan=lifespan,
                   description="Every claim cited to an exact span of an article; an honest abstention otherwise.")

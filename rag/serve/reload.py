@@ -23,6 +23,7 @@ from rag.answer.pipeline import Pipeline, open_pipeline
 from rag.answer.selector import AnswerSelector
 from rag.embedding.model import Embedder
 from rag.errors import UserError
+from rag.eval.feedback import FeedbackStore
 from rag.serve.metrics import Metrics
 from rag.serve.starters import starter_questions
 from rag.settings import Settings
@@ -68,7 +69,8 @@ class FailedLoad:
 
 
 class ServiceState:
-    """The loaded model and pipeline. The index is (re)opened when a new generation is published.
+    """The loaded model and pipeline (and the feedback store beside the index). The index is (re)opened
+    when a new generation is published.
 
     Until one is, ``pipeline`` is None and ``load_error`` says why (the API answers 503).
     """
@@ -78,6 +80,7 @@ class ServiceState:
         self.pipeline: Pipeline | None = None
         self.failed: FailedLoad | None = None
         self.metrics = Metrics()
+        self.feedback = FeedbackStore.beside(settings.index_dir)  # opened on its first write
         self._generator: Generator | None = None  # built once, reused by every generation
         self._selector: AnswerSelector | None = None
         self._starters: tuple[Path | None, list[str]] = (None, [])

@@ -1,7 +1,9 @@
-"""The /api routes (answers, search, documents, starters) and the ops routes (health, readiness, metrics, UI)."""
+"""The /api routes (answers, search, documents, starters, feedback) and the ops routes (health, readiness, metrics, UI)."""
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, HTTPException, Query
@@ -11,12 +13,13 @@ from sse_starlette.sse import EventSourceResponse
 
 from rag.answer.pipeline import Pipeline
 from rag.filters import MAX_VALUES, BadFilter, Filters
-from rag.serve.api_models import MAX_QUESTION_CHARS, AnswerRequest, AnswerResponse, turns
+from rag.serve.api_models import MAX_QUESTION_CHARS, AnswerRequest, AnswerResponse, FeedbackCreated, FeedbackRequest, turns
 from rag.serve.deps import NOT_LOADED, RETRY_AFTER_S, authorised, pipeline, service
 from rag.serve.events import answer_events, threaded
-from rag.serve.reload import ServiceState
+from rag.serve.reload import ServiceState, without_paths
 
 STATIC = Path(__file__).resolve().parent / "static"
+log = logging.getLogger(__name__)
 
 api = APIRouter(dependencies=[Depends(authorised)])
 ops = APIRouter()
@@ -82,6 +85,19 @@ def facets(p: Pipeline = Depends(pipeline)) -> dict:
 @api.get("/api/starters", tags=["ui"])
 def starters(p: Pipeline = Depends(pipeline), state: ServiceState = Depends(service)) -> dict:
     return {"questions": state.starters(p)}
+
+
+@api.post("/api/feedback", status_code=201, response_model=FeedbackCreated, tags=["feedback"])
+def feedback(body: FeedbackRequest, state: ServiceState = Depends(service)) -> dict:
+    """Rate an answer (1 good, -1 bad), with an optional comment; `rag eval --from-feedback` exports the ratings."""
+    loaded = state.pipeline
+    try:
+        new_id = state.feedback.add(body.record(), loaded.index.generation.name if loaded else "")
+    except (sqlite3.Error, OSError) as exc:  # a full disk, a read-only index folder: the operator's to fix
+        log.exception("feedback could not be stored")
+        raise HTTPException(503, f"feedback could not be stored ({without_paths(str(exc))})",
+                            headers={"Retry-After": str(RETRY_AFTER_S)}) from exc
+    return {"id": new_id}
 
 
 @ops.get("/healthz", tags=["ops"])

@@ -7,6 +7,7 @@ const state = { history: [], busy: false, docs: new Map(), key: sessionStorage.g
 // The server refuses bodies over 64 KiB by default (RAG_MAX_BODY_BYTES): history is trimmed well under that.
 const MAX_BODY_BYTES = 48 * 1024;
 const MAX_TURN_CHARS = 4000;
+const NO_MATCH_REASON = "no articles match the filters";  // rag.answer.answering.NO_MATCH_REASON
 
 // fetch with the API key, when the server wants one: a 401 shows the key form, and the request is
 // sent again once a key is entered.
@@ -67,7 +68,7 @@ function addMessage(role, text) {
 function renderAnswer(li, answer) {
   li.replaceChildren();
   li.classList.toggle("abstained", answer.abstained);
-  const noMatch = answer.abstain_reason === "no articles match the filters";  // rag.answer.answering.NO_MATCH_REASON
+  const noMatch = answer.abstain_reason === NO_MATCH_REASON;
   if (answer.abstained) li.append(el("span", "badge", noMatch ? "No articles match the filters" : "Not in the articles"),
                                   document.createElement("br"));
   const parts = answer.answer.split(/(\[\d+\])/);
@@ -157,6 +158,70 @@ async function openCitation(answer, n) {
 
 function setStatus(text) { $("status").textContent = text; }
 
+// 👍 / 👎 under an answer; a choice opens an optional comment, and "Send" stores the rating
+// (POST /api/feedback), which `rag eval --from-feedback` turns into eval records to review.
+let feedbackCount = 0;
+function addFeedback(li, question, answer) {
+  const box = el("div", "feedback");
+  const button = (text, label) => {
+    const b = el("button", "rate", text);
+    b.type = "button";
+    b.setAttribute("aria-label", label);
+    b.setAttribute("aria-pressed", "false");
+    return b;
+  };
+  const good = button("👍", "Good answer"), bad = button("👎", "Bad answer");
+  const form = el("form", "feedback-form");
+  form.hidden = true;
+  const comment = el("textarea");
+  comment.id = `feedback-comment-${++feedbackCount}`;
+  comment.rows = 2;
+  comment.maxLength = 2000;
+  comment.placeholder = "What was right or wrong? (optional)";
+  const label = el("label", "visually-hidden", "Comment on this answer (optional)");
+  label.htmlFor = comment.id;
+  const send = el("button", "", "Send");
+  send.type = "submit";
+  form.append(label, comment, send);
+  const status = el("span", "feedback-status");
+  status.setAttribute("role", "status");
+  let rating = 0;
+  const choose = (value) => {
+    rating = value;
+    good.setAttribute("aria-pressed", String(value === 1));
+    bad.setAttribute("aria-pressed", String(value === -1));
+    form.hidden = false;
+    comment.focus();
+  };
+  good.addEventListener("click", () => choose(1));
+  bad.addEventListener("click", () => choose(-1));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    send.disabled = true;
+    status.textContent = "Sending…";
+    try {
+      const response = await api("/api/feedback", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ question, answer: answer.answer, rating, comment: comment.value.trim(),
+                               citations: answer.citations, standalone_question: answer.standalone_question || "",
+                               abstained: answer.abstained }),
+      });
+      if (!response.ok) {
+        const body = await response.json().catch(() => ({}));
+        throw new Error(body.detail || `request failed (${response.status})`);
+      }
+      for (const control of [good, bad, comment, send]) control.disabled = true;
+      status.textContent = "Thanks — feedback saved";
+    } catch (err) {
+      send.disabled = false;
+      status.textContent = `Feedback not saved: ${err.message}`;
+    }
+  });
+  box.append(good, bad, status, form);
+  li.append(box);
+}
+
 // "2005-03-14" or "2005-03-14T09:30:00+00:00" as "14 Mar 2005" (the article's own calendar day).
 function formatDate(iso) {
   if (!iso) return "";
@@ -243,6 +308,8 @@ async function ask(question) {
         setStatus("Answering…");
       } else if (event === "done") {
         renderAnswer(bot, data);
+        // A filter that leaves no article says nothing about the answer: nothing to rate.
+        if (data.abstain_reason !== NO_MATCH_REASON) addFeedback(bot, question, data);
         state.history.push({ role: "user", content: question }, { role: "assistant", content: data.answer });
         const n = data.citations.length;
         setStatus(data.abstained ? "The articles don't cover this." : `${n} source${n === 1 ? "" : "s"} cited.`);
