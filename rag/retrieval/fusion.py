@@ -9,13 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypeVar
 
 import numpy as np
 
+from rag.choices import parse_choice
 from rag.records import Ranked
-
-_E = TypeVar("_E", bound=StrEnum)
 
 
 class RetrievalMode(StrEnum):
@@ -31,7 +29,7 @@ class RetrievalMode(StrEnum):
             >>> RetrievalMode.from_str("BM25")
             <RetrievalMode.BM25: 'bm25'>
         """
-        return _from_str(cls, value, "retrieval mode")
+        return parse_choice(cls, value, "retrieval mode")
 
 
 class Fusion(StrEnum):
@@ -48,14 +46,7 @@ class Fusion(StrEnum):
             ...
             ValueError: unknown fusion 'mean': choose one of rrf, convex
         """
-        return _from_str(cls, value, "fusion")
-
-
-def _from_str(cls: type[_E], value: str, what: str) -> _E:
-    try:
-        return cls(value.strip().lower())
-    except ValueError:
-        raise ValueError(f"unknown {what} {value!r}: choose one of {', '.join(m.value for m in cls)}") from None
+        return parse_choice(cls, value, "fusion")
 
 
 @dataclass(frozen=True)

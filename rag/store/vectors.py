@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 import faiss
 import numpy as np
 
+from rag.choices import parse_choice
 from rag.records import Hit, Ranked
 
 if TYPE_CHECKING:
@@ -69,11 +70,7 @@ class VectorKind(StrEnum):
             >>> VectorKind.from_str("HNSW")
             <VectorKind.HNSW: 'hnsw'>
         """
-        try:
-            return cls(value.strip().lower())
-        except ValueError:
-            raise ValueError(f"unknown vector index {value!r}: choose one of "
-                             f"{', '.join(m.value for m in cls)}") from None
+        return parse_choice(cls, value, "vector index")
 
 
 @dataclass(frozen=True)
