@@ -12,14 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rag.embedding.factory import build_embedder, build_sentence_embedder
+from rag.ingest import dedup
 from rag.embedding.model import Embedder
 from rag.ingest.chunking import Chunker
 from rag.ingest.documents import DEFAULT_LIMITS, Limits, document_warnings, iter_documents
 from rag.ingest.vectors import ProgressFn, build_sentence_vectors, embed_chunks
+from rag.errors import UserError
 from rag.records import Document, Skipped
 from rag.settings import Settings
-from rag.store.docstore import ChunkText
-from rag.store.index import Index, IndexIncompatible, IndexNotFound
+from rag.store.docstore import ChunkText, DocStore
+from rag.store.index import DOCSTORE, Index, IndexIncompatible, IndexNotFound
 from rag.store.sentence_vectors import SentenceVectors
 from rag.store.vectors import VectorPolicy
 from rag.store.writer import ingest_lock, write_generation
@@ -44,6 +46,8 @@ class IngestReport:
     embed_seconds: float = 0.0
     sentences_embedded: int = 0
     sentence_seconds: float = 0.0
+    duplicates: int = 0  # articles linked to an earlier copy of their story (rag.ingest.dedup)
+    dedup_seconds: float = 0.0
     rebuilt: str = ""
     published: bool = False
 
@@ -54,6 +58,7 @@ class IngestReport:
                 + (f", {len(self.warnings)} with warnings" if self.warnings else "") + "; "
                 f"{self.chunks_embedded} chunks embedded, {self.chunks_removed} removed"
                 + (f", {self.sentences_embedded} sentences embedded" if self.sentences_embedded else "")
+                + (f"; {self.duplicates} near-duplicate articles linked" if self.duplicates else "")
                 + f"; {self.seconds:.1f}s")
         return line + (f" (full rebuild: {self.rebuilt})" if self.rebuilt else "")
 
@@ -135,7 +140,8 @@ def ingest(paths: list[Path], root: Path, embedder: Embedder, chunker: Chunker, 
         previous, report.rebuilt = _previous(root, embedder, chunker, rebuild)
         changed = _load_changes(paths, limits, previous.hashes() if previous else {}, report)
         unchanged = previous is not None and not (report.added or report.updated or report.removed)
-        if unchanged and not _lacks_sentence_vectors(previous, sentence_embedder):
+        if unchanged and not _lacks_sentence_vectors(previous, sentence_embedder) \
+                and dedup.Signatures.load(previous.generation) is not None:
             report.documents_total, report.chunks_total = previous.counts()
             previous.close()
         else:
@@ -160,6 +166,25 @@ def _sentence_pass(rows: Iterable[ChunkText], sentence_embedder: Embedder, previ
     report.sentences_embedded, report.sentence_seconds = stats.embedded, stats.seconds
 
 
+def _dedup_pass(folder: Path, previous: dedup.Signatures | None, removed: set[str], changed: list[Document],
+                report: IngestReport, everything: bool) -> None:
+    """Find near-duplicate articles (``rag.ingest.dedup``) and write the links into ``folder``; with
+    ``everything``, every document of the staged docstore is hashed (no signatures to reuse)."""
+    started = time.perf_counter()
+    if everything:
+        store = DocStore(folder / DOCSTORE, readonly=True)
+        try:
+            documents = list(store.iter_documents())
+        finally:
+            store.close()
+        sigs = dedup.update(None, set(), documents)
+    else:
+        sigs = dedup.update(previous, removed, changed)
+    linked = dedup.clusters(sigs)
+    dedup.write(folder, sigs, linked)
+    report.duplicates, report.dedup_seconds = len(linked), time.perf_counter() - started
+
+
 def _publish(root: Path, previous: Index | None, changed: list[Document], report: IngestReport,
              embedder: Embedder, chunker: Chunker, batch_size: int,
              progress: ProgressFn | None, sentence_embedder: Embedder | None = None,
@@ -169,12 +194,15 @@ def _publish(root: Path, previous: Index | None, changed: list[Document], report
     chunks = [c for c, _ in pairs]
     vectors, report.embed_seconds = embed_chunks(embedder, [chunker.embedding_text(c, title) for c, title in pairs],
                                                  batch_size, progress)
-    extra = None
-    if sentence_embedder is not None:
-        old_sentences = SentenceVectors.load(previous.generation) if previous else None
+    old_sentences = SentenceVectors.load(previous.generation) if previous and sentence_embedder else None
+    old_signatures = dedup.Signatures.load(previous.generation) if previous else None
+    removed = set(report.updated + report.removed)
+    rescan = previous is not None and old_signatures is None  # an index from before the dedup pass
 
-        def extra(folder: Path, rows: list[ChunkText]) -> None:
+    def extra(folder: Path, rows: list[ChunkText]) -> None:
+        if sentence_embedder is not None:
             _sentence_pass(rows, sentence_embedder, old_sentences, folder, report, progress)
+        _dedup_pass(folder, None if rescan else old_signatures, removed, changed, report, rescan)
     recorded = {**chunker.config(), VECTORS_BY: vectors_by(embedder)}
     written = write_generation(root, previous, removed=report.updated + report.removed, documents=changed,
                                chunks=chunks, vectors=vectors, model=embedder.model_id,
@@ -183,6 +211,78 @@ def _publish(root: Path, previous: Index | None, changed: list[Document], report
     report.documents_total, report.chunks_total = written.documents, written.chunks
     report.chunks_embedded, report.chunks_removed = len(chunks), written.chunks_removed
     report.published = True
+
+
+class CannotUpdate(UserError, RuntimeError):
+    """The live index cannot take an incremental change (another model, chunker or vector runtime)."""
+
+
+def _live_for_update(root: Path, embedder: Embedder, chunker: Chunker) -> Index | None:
+    """The live index to add to (None when there is none yet); one that would need a full rebuild is
+    refused, since an add or remove does not hold the whole corpus to rebuild from."""
+    previous, reason = _previous(root, embedder, chunker, rebuild=False)
+    if previous is None and reason:
+        raise CannotUpdate(f"the index at {root} cannot be updated in place ({reason}): rebuild it with "
+                           f"`rag ingest FOLDER --index {root} --rebuild`, or serve with its settings")
+    return previous
+
+
+def add_documents(documents: list[Document], root: Path, embedder: Embedder, chunker: Chunker, *,
+                  batch_size: int = 16, progress: ProgressFn | None = None,
+                  sentence_embedder: Embedder | None = None,
+                  vector_policy: VectorPolicy = VectorPolicy()) -> IngestReport:
+    """Add ``documents`` to the index at ``root``, or update those whose doc_id it holds (an upsert).
+
+    Unlike ``ingest`` nothing is removed: every other document stays. Unchanged ones (same content
+    hash) are counted, not re-embedded; with no change at all nothing is published. The write path,
+    the lock and the atomic publish are ``ingest``'s. An index that would need a full rebuild
+    (``_previous``) raises ``CannotUpdate``; with no index yet, one is built from ``documents``.
+    """
+    started = time.perf_counter()
+    report = IngestReport(index=str(root))
+    with ingest_lock(root):
+        previous = _live_for_update(root, embedder, chunker)
+        old = previous.hashes() if previous else {}
+        changed = [doc for doc in documents if old.get(doc.doc_id) != doc.sha256]
+        report.added = [doc.doc_id for doc in changed if doc.doc_id not in old]
+        report.updated = [doc.doc_id for doc in changed if doc.doc_id in old]
+        report.unchanged = len(documents) - len(changed)
+        for doc in documents:
+            report.warnings.extend(document_warnings(doc))
+        if previous is not None and not changed:
+            report.documents_total, report.chunks_total = previous.counts()
+            previous.close()
+        elif changed:
+            _publish(root, previous, changed, report, embedder, chunker, batch_size, progress, sentence_embedder,
+                     vector_policy)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def remove_documents(doc_ids: list[str], root: Path, embedder: Embedder, chunker: Chunker, *,
+                     sentence_embedder: Embedder | None = None,
+                     vector_policy: VectorPolicy = VectorPolicy()) -> IngestReport:
+    """Remove ``doc_ids`` from the index at ``root``: those it holds, which ``report.removed`` names.
+
+    The new generation goes through ``ingest``'s write path with nothing to embed, so every pass it
+    makes (sentence vectors, reused for the text that stays) runs as for any change. Raises
+    ``IndexNotFound`` when nothing was ever published, ``CannotUpdate`` as ``add_documents`` does.
+    """
+    started = time.perf_counter()
+    report = IngestReport(index=str(root))
+    with ingest_lock(root):
+        previous = _live_for_update(root, embedder, chunker)
+        if previous is None:
+            raise IndexNotFound(f"no index at {root}: nothing to remove")
+        held = previous.hashes()
+        report.removed = [doc_id for doc_id in dict.fromkeys(doc_ids) if doc_id in held]
+        if report.removed:
+            _publish(root, previous, [], report, embedder, chunker, 16, None, sentence_embedder, vector_policy)
+        else:
+            report.documents_total, report.chunks_total = previous.counts()
+            previous.close()
+    report.seconds = time.perf_counter() - started
+    return report
 
 
 def build_chunker(settings: Settings, embedder: Embedder) -> Chunker:
@@ -200,3 +300,4 @@ def ingest_paths(settings: Settings, paths: list[Path], *, rebuild: bool = False
                   batch_size=settings.embedding_batch_size, rebuild=rebuild, progress=progress,
                   sentence_embedder=sentence_embedder if settings.sentence_vectors else None,
                   limits=Limits.from_settings(settings), vector_policy=VectorPolicy.from_settings(settings))
+

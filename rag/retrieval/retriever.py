@@ -137,11 +137,15 @@ class IndexRetriever:
         return [head[i] for i in order] + rest
 
     def _select(self, candidates: list[Candidate], k: int, chunks: dict[int, StoredChunk]) -> list[Candidate]:
-        """Drop near-duplicates; with mmr_lambda < 1 trade relevance for diversity (MMR)."""
+        """Drop near-duplicates: chunks nearly identical to one taken, and chunks of an article that repeats
+        a story another article already speaks for (``Index.duplicates``); with mmr_lambda < 1 trade
+        relevance for diversity (MMR)."""
         lam = self.mmr_lambda
         pool = [c for c in candidates if c.id in chunks]
         if not pool:
             return []
+        links = self.index.duplicates()
+        speaks_for: dict[str, str] = {}  # story (its canonical doc_id) → the article whose passages are used
         chosen = np.empty((k, len(pool[0].vector)), dtype=np.float32)  # vectors of the selected, in order
         selected: list[Candidate] = []
         top = max(c.fused for c in pool) or 1.0
@@ -152,6 +156,10 @@ class IndexRetriever:
             else:
                 best = max(pool, key=lambda c: lam * c.fused / top - (1 - lam) * float(np.max(taken @ c.vector)))
             pool.remove(best)
+            doc = chunks[best.id].chunk.doc_id
+            story = links.get(doc, doc)
+            if speaks_for.setdefault(story, doc) != doc:
+                continue
             if selected and float(np.max(taken @ best.vector)) > NEAR_DUPLICATE_COSINE:
                 continue
             chosen[len(selected)] = best.vector

@@ -106,6 +106,12 @@ class DocStore:
         rows = self._rows("SELECT id, doc_id FROM chunks ORDER BY id")
         return [r[0] for r in rows], [r[1] for r in rows]
 
+    def iter_documents(self) -> Iterator[Document]:
+        """Every document (metadata not parsed: the near-duplicate pass reads titles, texts and dates)."""
+        for doc_id, title, text, source, published in self._rows(
+                "SELECT doc_id, title, text, source, published FROM documents ORDER BY doc_id"):
+            yield Document(doc_id, title, text, source, published)
+
     def iter_chunk_texts(self) -> Iterator[ChunkText]:
         """(id, title, text) of every chunk in id order, for building the lexical index."""
         for row in self._rows(

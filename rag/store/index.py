@@ -39,6 +39,7 @@ MANIFEST = "manifest.json"
 VECTORS = "vectors.faiss"
 DOCSTORE = "docstore.sqlite"
 BM25_DIR = "bm25"
+DEDUP_DIR = "dedup"  # near-duplicate articles (rag.ingest.dedup)
 
 
 class IndexNotFound(UserError, FileNotFoundError):
@@ -93,6 +94,7 @@ class Index:
         self.root, self.generation, self.manifest = root, generation, manifest
         self.vectors, self.docstore, self.lexical = vectors, docstore, lexical
         self._catalogue: Catalogue | None = None
+        self._duplicates: dict[str, str] | None = None
         self._catalogue_lock = threading.Lock()
 
     @classmethod
@@ -137,6 +139,14 @@ class Index:
     def allowed_ids(self, filters: Filters) -> np.ndarray:
         """The chunk ids (ascending) of the articles that pass ``filters``."""
         return self.catalogue().allowed_ids(filters)
+
+    def duplicates(self) -> dict[str, str]:
+        """Each article that repeats another story → the canonical article of its cluster (read once)."""
+        with self._catalogue_lock:
+            if self._duplicates is None:
+                path = self.generation / DEDUP_DIR / "duplicates.json"
+                self._duplicates = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+            return self._duplicates
 
     def catalogue(self) -> Catalogue:
         """Articles, sources, dates and their chunks, read from the docstore on first use."""
