@@ -82,16 +82,29 @@ def _progress_printer():
 @command()
 def ingest(paths: Annotated[list[Path] | None, typer.Argument(help="Files and folders \\[default: data/articles].")] = None,
            index: IndexOpt = None,
-           rebuild: Annotated[bool, typer.Option(help="Ignore the existing index and build from scratch.")] = False) -> None:
-    """Index articles (.md .txt .html .json .jsonl); re-runs only re-embed what changed."""
+           rebuild: Annotated[bool, typer.Option(help="Ignore the existing index and build from scratch.")] = False,
+           feed: Annotated[list[str] | None, typer.Option(
+               "--feed", metavar="URL_OR_FILE", help="Add the new entries of an RSS/Atom feed, their pages fetched "
+               "politely (repeatable); nothing else in the index is removed.")] = None) -> None:
+    """Index articles (.md .txt .html .json .jsonl) or feeds (--feed); re-runs only re-embed what changed."""
     from rag.ingest.pipeline import ingest_paths
 
     settings = _settings(index)
-    paths = paths or [settings.articles_dir]
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        _fail(f"no such file or folder: {', '.join(missing)}")
-    report = ingest_paths(settings, paths, rebuild=rebuild, progress=_progress_printer())
+    if feed:
+        if paths or rebuild:
+            _fail("--feed adds a feed's entries to the index; ingest PATHs (or --rebuild) in a separate run")
+        from rag.ingest.feeds import ingest_feeds
+
+        feed_report = ingest_feeds(settings, feed, progress=_progress_printer())
+        for summary in feed_report.feeds:
+            out.print(escape(summary.line()), highlight=False)
+        report = feed_report.ingest
+    else:
+        paths = paths or [settings.articles_dir]
+        missing = [str(p) for p in paths if not p.exists()]
+        if missing:
+            _fail(f"no such file or folder: {', '.join(missing)}")
+        report = ingest_paths(settings, paths, rebuild=rebuild, progress=_progress_printer())
     for skipped in report.skipped:
         err.print(f"[yellow]skipped[/] {escape(str(skipped.path))}: {escape(skipped.reason)}", highlight=False)
     for warning in report.warnings:

@@ -17,6 +17,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from rag.resources import bundled, default_articles
 
 
+def _version() -> str:
+    """This distribution's version, for the feed User-Agent ("0" when run from an uninstalled tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("grounded-news-qa")
+    except PackageNotFoundError:
+        return "0"
+
+
 class Settings(BaseSettings):
     """Every setting has a documented default; override with ``RAG_<NAME>`` or a ``.env`` file.
 
@@ -41,6 +51,22 @@ class Settings(BaseSettings):
         2_000_000, ge=1, description="Largest JSON/JSONL record (a .jsonl line) and largest article text in any "
         "format; a larger one is skipped with its line or doc_id. 2 MB is 80x the longest BBC article and "
         "~500k tokens (~2,500 chunks): past it a record is a book or a dump, not an article.")
+
+    # Feeds (rag ingest --feed; rag.ingest.feeds): how linked pages are fetched
+    feed_user_agent: str = Field(
+        default_factory=lambda: f"grounded-news-qa/{_version()} (+news Q&A ingest)", description="User-Agent of "
+        "every feed, robots.txt and page request; robots.txt rules are matched on its first word. Add a contact "
+        "(URL or e-mail) when fetching from sites you do not run.")
+    feed_connect_timeout_s: float = Field(5.0, gt=0, description="Seconds to connect to a feed or page host.")
+    feed_read_timeout_s: float = Field(15.0, gt=0, description="Seconds a feed or page may go quiet while being read.")
+    feed_page_timeout_s: float = Field(60.0, gt=0, description="Seconds one feed or page download may take in all.")
+    feed_max_page_bytes: int = Field(
+        5_000_000, ge=1, description="Largest feed or page read; a larger one is refused (Content-Length) or "
+        "abandoned as it streams past the cap. News pages are well under 1 MB of HTML, scripts inlined included.")
+    feed_max_redirects: int = Field(5, ge=0, le=20, description="Redirects followed per request (each hop is "
+                                    "checked against its host's robots.txt and must stay http/https).")
+    feed_host_delay_s: float = Field(1.0, ge=0, description="Least seconds between two requests to one host "
+                                     "(a robots.txt Crawl-delay, up to 30 s, raises it for that host).")
 
     # Chunking (tiktoken cl100k_base tokens)
     chunk_tokens: int = Field(200, ge=16, le=2000, description="Target chunk size in tokens.")

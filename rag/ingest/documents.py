@@ -169,7 +169,9 @@ def parse_text_article(raw: str, fallback_title: str) -> tuple[str, str, dict[st
     return title or fallback_title, body, meta
 
 
-def _document(doc_id: str, title: str, text: str, meta: dict[str, Any]) -> Document:
+def make_document(doc_id: str, title: str, text: str, meta: dict[str, Any]) -> Document:
+    """A ``Document`` as every format stores it: ``published`` read as ISO 8601 (its raw value kept in
+    ``metadata["published_raw"]`` when unreadable), ``source`` normalised, other ``meta`` keys as metadata."""
     extra = {k: v for k, v in meta.items() if k not in {"title", "source", "published", "date", "text"}}
     raw = meta.get("published") or meta.get("date")
     published = parse_published(raw)
@@ -201,20 +203,32 @@ def document_warnings(doc: Document) -> list[str]:
 
 def _load_text(path: Path, doc_id: str, limits: Limits) -> list[Document]:
     title, body, meta = parse_text_article(decode_bytes(_read_capped(path, limits)), doc_id)
-    return [_document(doc_id, title, body, meta)]
+    return [make_document(doc_id, title, body, meta)]
 
 
-def _load_html(path: Path, doc_id: str, limits: Limits) -> list[Document]:
+def html_document(html: str, doc_id: str, *, url: str | None = None, known: dict[str, Any] | None = None) -> Document:
+    """A web page's article, extracted by trafilatura: its text, title, date, site (URL or name) and author.
+
+    Args:
+        url: where the page came from (helps trafilatura; the source when the page names none).
+        known: values that win over what the page says (``title``, ``published``, ``source``: a feed's).
+    Raises:
+        UnreadableFile: trafilatura found no article text.
+    """
     import trafilatura
 
-    extracted = trafilatura.bare_extraction(decode_bytes(_read_capped(path, limits)), with_metadata=True)
+    extracted = trafilatura.bare_extraction(html, url=url, with_metadata=True)
     if extracted is None:
         raise UnreadableFile("no article text found in HTML")
     data = extracted if isinstance(extracted, dict) else extracted.as_dict()
-    meta = {"source": data.get("url") or data.get("sitename") or "", "published": data.get("date") or "",
-            "author": data.get("author") or ""}
-    text = normalise_text(data.get("text") or "")
-    return [_document(doc_id, data.get("title") or doc_id, text, {k: v for k, v in meta.items() if v})]
+    meta = {"title": data.get("title"), "source": data.get("url") or data.get("sitename") or url,
+            "published": data.get("date"), "author": data.get("author")}
+    meta = {k: v for k, v in {**meta, **(known or {})}.items() if v}
+    return make_document(doc_id, meta.pop("title", "") or doc_id, normalise_text(data.get("text") or ""), meta)
+
+
+def _load_html(path: Path, doc_id: str, limits: Limits) -> list[Document]:
+    return [html_document(decode_bytes(_read_capped(path, limits)), doc_id)]
 
 
 def _record_document(record: Any) -> Document:
@@ -228,7 +242,7 @@ def _record_document(record: Any) -> Document:
     for key in ("source", "published"):
         if record.get(key):
             meta[key] = record[key]
-    return _document(doc_id, _as_str(record.get("title")) or doc_id, text, meta)
+    return make_document(doc_id, _as_str(record.get("title")) or doc_id, text, meta)
 
 
 def _line_document(data: bytes) -> Document:
