@@ -148,6 +148,10 @@ class Settings(BaseSettings):
     api_keys: list[str] = Field(default_factory=list, description="When set, /api and /v1 need a Bearer key.")
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = 64 * 1024
+    max_upload_bytes: int = Field(
+        20_000_000, ge=1, description="Largest POST /api/documents body (files or records, all together), counted "
+        "as it streams in; past it the upload is refused with a 413 and nothing is ingested. As max_file_bytes: "
+        "thousands of articles, while a stray dump cannot fill the disk or hold the index lock for long.")
     allowed_hosts: list[str] = Field(default_factory=lambda: ["localhost", "127.0.0.1", "[::1]"], description=(
         "Host headers the server answers (DNS-rebinding guard); a --host other than 0.0.0.0/:: is added. '*': any."))
     max_concurrent_requests: int = Field(16, ge=1, description="/api and /v1 requests at work at once; more wait.")

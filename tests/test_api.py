@@ -256,7 +256,11 @@ def test_schema_fuzzing_finds_no_server_error(live_server):
     if cli is None:
         pytest.skip("schemathesis is not installed (pip install -e '.[test]')")
     done = subprocess.run([cli, "run", f"{live_server.url}/openapi.json", "--checks", "not_a_server_error",
-                           "--max-examples", "25", "--seed", "1"], capture_output=True, text=True, timeout=600)
+                           "--max-examples", "25", "--seed", "1",
+                           # writes would change the session's shared index: tests/test_uploads.py fuzzes them
+                           "--exclude-operation-id", "upload_api_documents_post",
+                           "--exclude-operation-id", "delete_api_documents__doc_id__delete"],
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:]
 
 

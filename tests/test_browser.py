@@ -189,3 +189,40 @@ def test_a_thumbs_down_with_a_comment_is_saved_for_the_eval_set(page, bundled_se
     assert len(rows) == 1 and rows[0].rating == -1 and rows[0].question == "When did the CKFTA become law?"
     assert "January 29, 2022" in rows[0].answer and rows[0].abstained is False
     assert [c["n"] for c in rows[0].citations] == [1] and "January 29, 2022" in rows[0].citations[0]["text"]
+
+
+def test_an_uploaded_article_is_reported_and_then_answered_with_a_citation(browser, tmp_path, embedder, chunker,
+                                                                            query_embedder):
+    from rag.ingest.pipeline import ingest
+    from rag.serve.app import create_app
+    from rag.settings import Settings
+    from tests.conftest import LiveServer, write_corpus
+
+    expect = sync_api.expect
+    root = tmp_path / "index"  # its own index: uploads never reach the session's bundled one
+    ingest([write_corpus(tmp_path / "articles")], root, embedder, chunker, sentence_embedder=query_embedder)
+    article = tmp_path / "kep-lighthouse.md"
+    article.write_text("---\ntitle: Kep lighthouse repainted\nsource: example.org\n---\n\nThe lighthouse at Kep "
+                       "was painted blue in 1931 by the harbour master Sok Dara.\n", encoding="utf-8")
+    settings = Settings(index_dir=root, eval_reports_dir=tmp_path / "reports")
+    with LiveServer(create_app(settings, query_embedder, ingest_embedder=embedder)) as server:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.goto(server.url + "/")
+        page.get_by_text("Add articles").click()
+        chooser = page.get_by_label("Articles to add")
+        expect(chooser).to_be_visible()
+        chooser.set_input_files(str(article))
+        status = page.locator("#upload-status")
+        expect(status).to_have_attribute("role", "status")
+        expect(status).to_contain_text("1 article added or updated, 0 skipped", timeout=60_000)
+        expect(page.locator("#upload-report li")).to_have_text("kep-lighthouse.md: added as uploads/kep-lighthouse")
+        expect(page.locator("#upload-progress")).to_be_hidden()
+        ask(page, "When was the lighthouse at Kep painted blue?")
+        bot = page.locator(".msg.bot").last
+        expect(bot).to_contain_text("1931")
+        expect(page.locator("#sources li .title").first).to_have_text("[1] Kep lighthouse repainted")
+        bot.locator("button.chip").first.click()
+        expect(page.locator("#reader-text mark")).to_contain_text("painted blue in 1931")
+        page.screenshot(path=str(ARTIFACTS / "upload.png"), full_page=True)
+        context.close()

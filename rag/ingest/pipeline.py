@@ -14,10 +14,10 @@ from pathlib import Path
 from rag.embedding.factory import build_embedder, build_sentence_embedder
 from rag.ingest import dedup
 from rag.embedding.model import Embedder
+from rag.errors import UserError
 from rag.ingest.chunking import Chunker
 from rag.ingest.documents import DEFAULT_LIMITS, Limits, document_warnings, iter_documents
 from rag.ingest.vectors import ProgressFn, build_sentence_vectors, embed_chunks
-from rag.errors import UserError
 from rag.records import Document, Skipped
 from rag.settings import Settings
 from rag.store.docstore import ChunkText, DocStore

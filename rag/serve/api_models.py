@@ -181,6 +181,57 @@ class FeedbackCreated(BaseModel):
     id: int
 
 
+MAX_UPLOAD_RECORDS = 10_000
+
+
+class RecordIn(BaseModel):
+    """One article in the ``.jsonl`` record shape (README "Corpus formats"); other keys are ignored."""
+
+    id: str = Field(min_length=1, max_length=1000, description="The doc_id; an id the index holds is updated.")
+    title: str = Field("", max_length=1000)
+    text: str = Field(description="The article text; an empty one is skipped and reported.")
+    published: str | None = Field(None, max_length=100, description="A date in any common format (stored as ISO 8601).")
+    source: str | None = Field(None, max_length=1000, description="Site name, domain or URL.")
+    metadata: dict[str, Any] | None = None
+
+
+class RecordsUpload(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"records": [
+        {"id": "harbour-bridge", "title": "Harbour bridge opens", "text": "The new harbour bridge opened on Monday.",
+         "published": "2025-06-02", "source": "example.org"}]}]})
+
+    records: list[RecordIn] = Field(min_length=1, max_length=MAX_UPLOAD_RECORDS)
+
+
+class UploadedDocument(BaseModel):
+    doc_id: str
+    status: Literal["added", "updated", "unchanged"]
+
+
+class UploadedItem(BaseModel):
+    """One uploaded file (by its sanitised name) or record (``records[i]``) and what became of it."""
+
+    name: str
+    status: Literal["ingested", "partly skipped", "skipped"]
+    documents: list[UploadedDocument]
+    skipped: list[str] = Field(description="Why each left-out file or record was not ingested.")
+
+
+class UploadReport(BaseModel):
+    files: list[UploadedItem] = Field(description="One per file or record, in the order sent.")
+    added: list[str]
+    updated: list[str]
+    unchanged: int
+    skipped: int = Field(description="Files and records left out (reasons in `files`).")
+    warnings: list[str] = Field(description="Articles ingested with a loss (a date that could not be read).")
+    chunks_embedded: int
+    documents_total: int
+    chunks_total: int
+    published: bool = Field(description="Whether a new index generation was published (false: nothing changed).")
+    generation: str = Field(description="The generation the server answers from now.")
+    seconds: float
+
+
 class ChatCompletionMessage(BaseModel):
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str | list | None = None

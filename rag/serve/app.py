@@ -21,15 +21,17 @@ from fastapi.staticfiles import StaticFiles
 from rag import __version__
 from rag.answer.generation import GeneratorUnavailable, PromptTooLong
 from rag.embedding.model import Embedder
-from rag.serve import openai_compat, routes
+from rag.serve import openai_compat, routes, uploads
 from rag.serve.middleware import Admission, BodyLimit, HostGuard, KeyGuard, Measure, SecurityHeaders
 from rag.serve.reload import ServiceState
 from rag.settings import Settings
 
 
-def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
-    """The FastAPI app. Model and index load once, in the lifespan (or pass a loaded ``embedder``)."""
-    state = ServiceState(settings, embedder)
+def create_app(settings: Settings, embedder: Embedder | None = None,
+               ingest_embedder: Embedder | None = None) -> FastAPI:
+    """The FastAPI app. Model and index load once, in the lifespan (or pass a loaded ``embedder``); the
+    chunk model uploads need loads on the first upload (or pass ``ingest_embedder``)."""
+    state = ServiceState(settings, embedder, ingest_embedder=ingest_embedder)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,10 +51,10 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
                   description="Every claim cited to an exact span of an article; an honest abstention otherwise.")
     app.state.service = state
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(KeyGuard, keys=settings.api_keys)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes)
     app.add_middleware(Admission, limit=settings.max_concurrent_requests, queue_timeout_s=settings.queue_timeout_s,
                        deadline_s=settings.request_deadline_s, metrics=state.metrics)
     app.add_middleware(HostGuard, allowed=allowed_hosts(settings))
@@ -62,6 +64,7 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
     app.add_exception_handler(GeneratorUnavailable, _upstream)
     app.add_exception_handler(PromptTooLong, _too_long)
     app.include_router(routes.api)
+    app.include_router(uploads.router)
     app.include_router(openai_compat.router)
     app.include_router(routes.ops)
     app.mount("/static", StaticFiles(directory=routes.STATIC), name="static")

@@ -16,18 +16,31 @@ from rag.serve.metrics import Metrics
 log = logging.getLogger(__name__)
 
 
-class BodyLimit:
-    """413 for a request body over the limit, declared or streamed (pure ASGI, so it sees raw bytes)."""
+UPLOAD_PATH = "/api/documents"  # POST: uploads, under their own, larger limit (Settings.max_upload_bytes)
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+
+class UploadTooLarge(Exception):
+    """Raised from ``receive`` when an upload's body passes its limit while it streams in."""
+
+
+class BodyLimit:
+    """413 for a request body over the limit, declared or streamed (pure ASGI, so it sees raw bytes).
+
+    A body is read whole before the app runs, except an upload (``POST /api/documents``): it streams
+    through to the route (which spools it to disk) and is counted on the way, so it never sits in memory.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, max_upload_bytes: int = 0):
+        self.app, self.max_bytes, self.max_upload_bytes = app, max_bytes, max_upload_bytes or max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
+        if scope["method"] == "POST" and scope.get("path") == UPLOAD_PATH:
+            return await self._stream_upload(scope, receive, send, declared)
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._too_large(send)
+            return await self._too_large(send, self.max_bytes)
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
@@ -37,7 +50,7 @@ class BodyLimit:
             size += len(chunks[-1])
             more = message.get("more_body", False)
             if size > self.max_bytes:
-                return await self._too_large(send)
+                return await self._too_large(send, self.max_bytes)
         body, sent = b"".join(chunks), False
 
         async def replay() -> dict:
@@ -48,11 +61,36 @@ class BodyLimit:
             return await receive()
         await self.app(scope, replay, send)
 
-    async def _too_large(self, send: Send) -> None:
-        payload = json.dumps({"detail": f"request body is larger than {self.max_bytes} bytes"}).encode()
+    async def _stream_upload(self, scope: Scope, receive: Receive, send: Send, declared: bytes | None) -> None:
+        limit = self.max_upload_bytes
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return await self._too_large(send, limit, upload=True)
+        size, started = 0, False
+
+        async def counted() -> dict:
+            nonlocal size
+            message = await receive()
+            size += len(message.get("body", b""))
+            if size > limit:
+                raise UploadTooLarge
+            return message
+
+        async def tracked(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+        try:
+            await self.app(scope, counted, tracked)
+        except UploadTooLarge:
+            if not started:
+                await self._too_large(send, limit, upload=True)
+
+    async def _too_large(self, send: Send, limit: int, upload: bool = False) -> None:
+        detail = (f"the upload is larger than {limit} bytes (RAG_MAX_UPLOAD_BYTES): send fewer or smaller files "
+                  "per request" if upload else f"request body is larger than {limit} bytes")
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": payload})
+        await send({"type": "http.response.body", "body": json.dumps({"detail": detail}).encode()})
 
 
 class KeyGuard:
@@ -179,6 +217,9 @@ class Admission:
     """
 
     LIMITED = ("/api/", "/v1/")
+    # An ingest, once begun, runs to its publish in a worker thread: a 504 would not stop it, and the
+    # client would not learn whether its articles landed. Its size is bounded by the upload limit instead.
+    UNTIMED = {("POST", UPLOAD_PATH), ("DELETE", UPLOAD_PATH)}
 
     def __init__(self, app: ASGIApp, limit: int, queue_timeout_s: float, deadline_s: float, metrics: Metrics):
         self.app, self.limit, self.queue_timeout_s, self.deadline_s = app, limit, queue_timeout_s, deadline_s
@@ -196,9 +237,16 @@ class Admission:
             return await _reply(send, 503, f"the server is busy ({self.limit} requests at work): retry shortly",
                                 [(b"retry-after", b"1")])
         try:
-            await self._within_deadline(scope, receive, send)
+            if self._untimed(scope):
+                await self.app(scope, receive, send)
+            else:
+                await self._within_deadline(scope, receive, send)
         finally:
             self._slots.release()
+
+    def _untimed(self, scope: Scope) -> bool:
+        path = scope.get("path", "")
+        return (scope["method"], UPLOAD_PATH if path.startswith(UPLOAD_PATH + "/") else path) in self.UNTIMED
 
     async def _within_deadline(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False

@@ -9,6 +9,7 @@ are built once and reused.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import gc
 import logging
@@ -21,9 +22,12 @@ from pathlib import Path
 from rag.answer.generation import Generator
 from rag.answer.pipeline import Pipeline, open_pipeline
 from rag.answer.selector import AnswerSelector
+from rag.embedding.factory import build_embedder
 from rag.embedding.model import Embedder
 from rag.errors import UserError
 from rag.eval.feedback import FeedbackStore
+from rag.ingest.chunking import Chunker
+from rag.ingest.pipeline import build_chunker
 from rag.serve.metrics import Metrics
 from rag.serve.starters import starter_questions
 from rag.settings import Settings
@@ -75,8 +79,12 @@ class ServiceState:
     Until one is, ``pipeline`` is None and ``load_error`` says why (the API answers 503).
     """
 
-    def __init__(self, settings: Settings, embedder: Embedder | None, clock=time.monotonic):
+    def __init__(self, settings: Settings, embedder: Embedder | None, clock=time.monotonic,
+                 ingest_embedder: Embedder | None = None):
         self.settings, self.embedder, self.clock = settings, embedder, clock
+        self._ingest_embedder = ingest_embedder  # uploads' chunk model: built on the first upload, then kept
+        self.writes = asyncio.Lock()  # uploads and deletes of this server, one at a time
+        self._loading = threading.Lock()
         self.pipeline: Pipeline | None = None
         self.failed: FailedLoad | None = None
         self.metrics = Metrics()
@@ -85,6 +93,17 @@ class ServiceState:
         self._selector: AnswerSelector | None = None
         self._starters: tuple[Path | None, list[str]] = (None, [])
         self._lock = threading.Lock()
+
+    def ingester(self) -> tuple[Embedder, Chunker]:
+        """The chunk model and chunker the index is built with (``rag ingest``'s), loaded once, on first use.
+
+        The query model cannot stand in: it is another runtime (int8 ONNX), and an index never mixes chunk
+        vectors of two (``rag.ingest.pipeline.vectors_by``).
+        """
+        with self._loading:
+            if self._ingest_embedder is None:
+                self._ingest_embedder = build_embedder(self.settings)
+            return self._ingest_embedder, build_chunker(self.settings, self._ingest_embedder)
 
     @property
     def load_error(self) -> str:

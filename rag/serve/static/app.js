@@ -3,7 +3,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { history: [], busy: false, docs: new Map(), key: sessionStorage.getItem("rag-api-key") || "" };
+const state = { history: [], busy: false, uploading: false, docs: new Map(), key: sessionStorage.getItem("rag-api-key") || "" };
 // The server refuses bodies over 64 KiB by default (RAG_MAX_BODY_BYTES): history is trimmed well under that.
 const MAX_BODY_BYTES = 48 * 1024;
 const MAX_TURN_CHARS = 4000;
@@ -372,6 +372,81 @@ $("filter-clear").addEventListener("click", () => {
   for (const id of ["filter-source", "filter-after", "filter-before"]) $(id).value = "";
   showFilterCount();
 });
+// "Add articles": POST /api/documents as multipart, with upload progress (XMLHttpRequest: fetch has none),
+// then the report per file. A 401 asks for the key and sends the files again.
+function sendFiles(form, onProgress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", "/api/documents");
+    if (state.key) xhr.setRequestHeader("Authorization", `Bearer ${state.key}`);
+    xhr.upload.addEventListener("progress", (e) => { if (e.lengthComputable) onProgress(e.loaded / e.total); });
+    xhr.upload.addEventListener("load", () => onProgress(1));
+    xhr.addEventListener("load", () => {
+      let body = {};
+      try { body = JSON.parse(xhr.responseText); } catch (_) { /* not JSON: status alone */ }
+      resolve({ status: xhr.status, body });
+    });
+    xhr.addEventListener("error", () => reject(new Error("the upload did not reach the server")));
+    xhr.send(form);
+  });
+}
+
+function describeItem(item) {
+  const li = el("li");
+  li.append(el("span", "name", item.name), document.createTextNode(": "));
+  const done = item.documents.map((d) => `${d.status} as ${d.doc_id}`).join(", ");
+  if (done) li.append(document.createTextNode(done));
+  for (const reason of item.skipped) li.append(el("span", "skipped", `${done ? "; " : ""}skipped: ${reason}`));
+  return li;
+}
+
+async function uploadFiles(files) {
+  if (!files.length || state.uploading) return;
+  state.uploading = true;
+  const bar = $("upload-progress"), status = $("upload-status"), report = $("upload-report");
+  const form = new FormData();
+  for (const file of files) form.append("files", file, file.name);
+  report.replaceChildren();
+  $("upload-files").disabled = true;
+  try {
+    for (;;) {
+      bar.hidden = false;
+      bar.value = 0;
+      status.textContent = `Uploading ${files.length} file${files.length === 1 ? "" : "s"}…`;
+      const { status: code, body } = await sendFiles(form, (share) => {
+        bar.value = Math.round(share * 100);
+        if (share >= 1) status.textContent = "Adding to the index…";
+      });
+      if (code === 401) { await askForKey(state.key ? "That key was not accepted." : ""); continue; }
+      if (code !== 200) throw new Error(body.detail || `upload failed (${code})`);
+      for (const item of body.files) report.append(describeItem(item));
+      const added = body.added.length + body.updated.length;
+      status.textContent = `${added} article${added === 1 ? "" : "s"} added or updated, ${body.skipped} skipped; `
+        + `${body.documents_total} articles in the index.`;
+      state.docs.clear();  // an updated article must be read again
+      loadFacets();
+      break;
+    }
+  } catch (err) {
+    status.textContent = `Error: ${err.message}`;
+  } finally {
+    bar.hidden = true;
+    state.uploading = false;
+    $("upload-files").disabled = false;
+    $("upload-files").value = "";
+  }
+}
+
+$("upload-files").addEventListener("change", (e) => uploadFiles([...e.target.files]));
+const dropZone = $("drop-zone");
+dropZone.addEventListener("dragover", (e) => { e.preventDefault(); dropZone.classList.add("over"); });
+dropZone.addEventListener("dragleave", () => dropZone.classList.remove("over"));
+dropZone.addEventListener("drop", (e) => {
+  e.preventDefault();
+  dropZone.classList.remove("over");
+  uploadFiles([...e.dataTransfer.files]);
+});
+
 loadFacets();
 $("reader-close").addEventListener("click", () => { $("reader").hidden = true; });
 newConversation();
