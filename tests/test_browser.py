@@ -226,3 +226,64 @@ def test_an_uploaded_article_is_reported_and_then_answered_with_a_citation(brows
         expect(page.locator("#reader-text mark")).to_contain_text("painted blue in 1931")
         page.screenshot(path=str(ARTIFACTS / "upload.png"), full_page=True)
         context.close()
+
+
+def test_the_conversation_survives_a_reload_until_a_new_one_starts(page):
+    expect = sync_api.expect
+    ask(page, "When did the CKFTA become law?")
+    expect(page.locator(".msg.bot").last).to_contain_text("January 29, 2022")
+    page.reload()
+    expect(page.locator(".msg.user")).to_have_text(["When did the CKFTA become law?"])
+    bot = page.locator(".msg.bot").last
+    expect(bot).to_contain_text("January 29, 2022")
+    expect(page.locator("#status")).to_have_text("Conversation restored (1 question).")
+    bot.locator("button.chip").first.click()  # the restored citations still open their span
+    expect(page.locator("#reader-text mark")).to_contain_text("became law on January 29, 2022")
+    ask(page, "When did it become law?")  # the follow-up is read with the restored history
+    expect(page.locator(".msg.bot").last).to_contain_text("January 29, 2022")
+    page.click("#new-chat")
+    page.reload()
+    expect(page.locator(".msg")).to_have_count(0)
+    expect(page.locator("#starters button").first).to_be_visible()
+
+
+AXE = Path(__file__).resolve().parents[1] / ".venv" / "node" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_no_serious_accessibility_violations_in_any_state(browser, live_server, scheme):
+    """axe-core (npm, installed by scripts/setup.sh --test) on the chat, reader, upload and not-found
+    states, in the light and the dark theme (the page follows the system setting)."""
+    if not AXE.is_file():
+        pytest.skip("axe-core is not installed (bash scripts/setup.sh --test)")
+    expect = sync_api.expect
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme=scheme, bypass_csp=True)
+    page = context.new_page()
+    page.goto(live_server.url + "/")
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == ("rgb(20, 24, 30)" if scheme == "dark" else "rgb(246, 247, 249)")
+
+    def serious(state: str) -> list[str]:
+        page.add_script_tag(path=str(AXE))
+        result = page.evaluate("async () => await axe.run(document, {runOnly: ['wcag2a', 'wcag2aa', 'best-practice']})")
+        assert any(rule["id"] == "color-contrast" for rule in result["passes"] + result["violations"]), state  # it ran
+        bad = [f"{state}: {v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
+               for v in result["violations"] if v["impact"] in ("serious", "critical")]
+        return bad
+
+    problems = serious("start")
+    ask(page, "When did the CKFTA become law?")
+    expect(page.locator(".msg.bot .feedback").last).to_be_visible()
+    problems += serious("answer")
+    page.locator(".msg.bot button.chip").first.click()
+    expect(page.locator("#reader-text mark")).to_be_visible()
+    problems += serious("reader")
+    page.click("#uploads summary")
+    page.click("#filters summary")
+    problems += serious("upload and filters")
+    ask(page, "Who won the 2022 FIFA World Cup?")
+    expect(page.locator(".msg.bot").last).to_have_class("msg bot abstained")
+    problems += serious("not found")
+    page.screenshot(path=str(ARTIFACTS / f"theme-{scheme}.png"), full_page=True)
+    context.close()
+    assert not problems, "\n".join(problems)

@@ -311,6 +311,7 @@ async function ask(question) {
         // A filter that leaves no article says nothing about the answer: nothing to rate.
         if (data.abstain_reason !== NO_MATCH_REASON) addFeedback(bot, question, data);
         state.history.push({ role: "user", content: question }, { role: "assistant", content: data.answer });
+        saveTurn(question, data);
         const n = data.citations.length;
         setStatus(data.abstained ? "The articles don't cover this." : `${n} source${n === 1 ? "" : "s"} cited.`);
       } else if (event === "error") {
@@ -344,7 +345,40 @@ async function loadStarters() {
   } catch (_) { /* starters are optional */ }
 }
 
+// The conversation survives a reload: its turns (question + answer object) in this browser's local
+// storage, the newest SAVED_TURNS of them; "New conversation" forgets them.
+const SAVED_TURNS = 20;
+const STORAGE_KEY = "rag-conversation";
+
+function savedTurns() {
+  try { return JSON.parse(localStorage.getItem(STORAGE_KEY) || "[]"); } catch (_) { return []; }
+}
+
+function saveTurn(question, answer) {
+  const turns = [...savedTurns(), { question, answer }].slice(-SAVED_TURNS);
+  while (turns.length) {
+    try { localStorage.setItem(STORAGE_KEY, JSON.stringify(turns)); return; } catch (_) { turns.shift(); }  // quota: drop the oldest
+  }
+}
+
+function restoreConversation() {
+  const turns = savedTurns().filter((t) => t && typeof t.question === "string" && t.answer && Array.isArray(t.answer.citations));
+  if (!turns.length) return false;
+  $("starters").hidden = true;
+  for (const { question, answer } of turns) {
+    addMessage("user", question);
+    const bot = addMessage("bot", "");
+    bot.dataset.question = question;
+    renderAnswer(bot, answer);
+    if (answer.abstain_reason !== NO_MATCH_REASON) addFeedback(bot, question, answer);
+    state.history.push({ role: "user", content: question }, { role: "assistant", content: answer.answer });
+  }
+  setStatus(`Conversation restored (${turns.length} question${turns.length === 1 ? "" : "s"}).`);
+  return true;
+}
+
 function newConversation() {
+  localStorage.removeItem(STORAGE_KEY);
   state.history = [];
   $("messages").replaceChildren();
   $("sources").replaceChildren(el("li", "empty", "Cited passages appear here."));
@@ -449,4 +483,4 @@ dropZone.addEventListener("drop", (e) => {
 
 loadFacets();
 $("reader-close").addEventListener("click", () => { $("reader").hidden = true; });
-newConversation();
+if (!restoreConversation()) newConversation();
