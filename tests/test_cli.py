@@ -28,7 +28,8 @@ def test_ingest_search_stats_round_trip(tmp_path: Path):
     assert result.exit_code == 0, result.output
     passages = json.loads(result.stdout)["passages"]
     assert passages[0]["doc_id"] == "embassy"
-    assert set(passages[0]) == {"doc_id", "title", "chunk_id", "start", "end", "text", "score"}
+    assert set(passages[0]) == {"doc_id", "title", "chunk_id", "start", "end", "text", "score", "source", "published"}
+    assert passages[0]["published"] is None  # the test article has no date: null, never ""
 
     result = runner.invoke(app, ["search", "Where is the new embassy?", "--index", index])
     assert "Embassy opens" in result.stdout
