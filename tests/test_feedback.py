@@ -220,8 +220,13 @@ class TestExport:
              "cited": EVIDENCE, "review": "unreviewed", "rating": -1, "comment": BAD.comment,
              "feedback": meta(3, BAD)},
         ]
-        # The eval loader reads them as they are: a good abstention is an unanswerable case, a bad
-        # answer one with no gold answer yet.
+        # The eval loader refuses them until a person has reviewed them ...
+        with pytest.raises(ValueError, match="feedback-1 is an unreviewed feedback record"):
+            load_cases([out])
+        # ... then reads them as they are: a good abstention is an unanswerable case, a bad answer one
+        # with no gold answer yet.
+        reviewed = [json.loads(line) | {"review": "reviewed"} for line in out.read_text(encoding="utf-8").splitlines()]
+        out.write_text("".join(json.dumps(r) + "\n" for r in reviewed), encoding="utf-8")
         cases = load_cases([out])
         assert [(c.id, c.answerable, c.answers) for c in cases] == [
             ("feedback-1", True, ["The CKFTA became law on January 29, 2022."]),

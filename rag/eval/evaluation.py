@@ -87,6 +87,9 @@ def load_cases(paths: list[Path]) -> list[Case]:
                 rec = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{n}: invalid JSON: {exc}") from exc
+            if rec.get("review") == "unreviewed":  # from `rag eval --from-feedback`: a person decides first
+                raise ValueError(f"{path}:{n}: {rec.get('id')} is an unreviewed feedback record: check its answers "
+                                 f"and evidence, then set \"review\": \"reviewed\" (or delete the line)")
             if rec.get("type") == "conversation":
                 previous = ""
                 for i, turn in enumerate(rec["turns"], start=1):
