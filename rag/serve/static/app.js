@@ -170,7 +170,8 @@ function addFeedback(li, question, answer) {
     b.setAttribute("aria-pressed", "false");
     return b;
   };
-  const good = button("👍", "Good answer"), bad = button("👎", "Bad answer");
+  // Visible words beside the emoji: a system without an emoji font would show two empty boxes.
+  const good = button("👍 Good", "Good answer"), bad = button("👎 Bad", "Bad answer");
   const form = el("form", "feedback-form");
   form.hidden = true;
   const comment = el("textarea");
