@@ -100,7 +100,7 @@ class IndexRetriever:
         return int(self.index.catalogue().matching_documents(filters).sum())
 
     def newest_published(self) -> str | None:
-        return self.index.catalogue().facets()["published"]["last"]
+        return self.index.catalogue().newest
 
     def _candidates(self, dense: Ranked, lexical: Ranked, qvec: np.ndarray) -> list[Candidate]:
         """Union of both lists with every candidate's cosine (stored vectors), fused, best first."""

@@ -28,6 +28,9 @@ class Catalogue:
         self._dates = [p for _, _, p in docs]
         stamps = [published_timestamp(p) for p in self._dates]
         self._published = np.array([np.nan if t is None else t for t in stamps], dtype=np.float64)
+        dated = ~np.isnan(self._published)
+        # What "this week" counts back from; asked for by every question that says week, month or year.
+        self.newest: str | None = self._dates[int(np.nanargmax(self._published))] if dated.any() else None
         chunk_ids, chunk_docs = docstore.chunk_doc_rows()
         self._chunk_ids = np.asarray(chunk_ids, dtype=np.int64)
         self._chunk_doc = np.fromiter((self._row[d] for d in chunk_docs), dtype=np.int64, count=len(chunk_docs))
