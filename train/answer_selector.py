@@ -45,7 +45,7 @@ import random
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +62,9 @@ from rag.text import split_sentences  # noqa: E402
 log = logging.getLogger("train.answer_selector")
 
 SQUAD = ROOT.parent / "shared" / "data" / "squad"
+BBC = ROOT.parent / "shared" / "data" / "bbc"
+NEWS_QUESTIONS = ROOT / "train" / "data" / "news_questions.jsonl"
+NEWS_CORPUS = ROOT / "eval" / "news_corpus.txt"  # the eval sets' articles: never trained on
 @dataclass(frozen=True)
 class Config:
     questions: int = 11000       # stage-1 questions (of ~70k); each gives ~6 pairs
@@ -87,6 +90,12 @@ class Config:
     unanswerable_prob: float = 0.2
     listwise_weight: float = 0.5
     stage2_lr: float = 2e-5
+    unanswerable_extra: int = 2  # more same-article negatives for a question its article cannot answer
+    news: bool = True            # a news stage after stage 1 (train/data/news_questions.jsonl)
+    news_epochs: int = 1         # passes over the news questions (each pass draws fresh negatives)
+    news_replay: float = 0.5     # SQuAD pairs (of questions stage 1 never saw) per news pair: SQuAD is not forgotten
+    news_lr: float = 2e-5
+    news_holdout_every: int = 5  # every n-th news article (by doc_id) is validation only
 
 
 # ---------------------------------------------------------------- data
@@ -162,6 +171,75 @@ def questions_of(articles: list[dict], sents: list[Sent], by_paragraph, ambiguou
     return out
 
 
+@dataclass
+class NewsData:
+    doc_ids: list[str]
+    sents: list[Sent]
+    by_paragraph: dict[tuple[int, int], list[int]]
+    questions: list[Question]   # gold -1: the article does not answer it
+    dropped: dict[str, str]     # doc_id → why its questions were not used
+
+
+def load_news(path: Path = NEWS_QUESTIONS) -> NewsData:
+    """BBC questions written for training (``train/data/README.md``), as SQuAD-shaped sentences and questions.
+
+    An article that is the same story as one of the eval corpus (MinHash, ``rag.ingest.dedup``) is dropped
+    with its questions: BBC files the same story more than once, and the eval sets must stay unseen.
+    """
+    from rag.ingest import dedup
+
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    evaluated = [line.strip().removesuffix(".txt") for line in NEWS_CORPUS.read_text().splitlines()
+                 if line.strip() and not line.startswith("#")]
+    wanted = sorted({r["doc_id"] for r in records})
+    texts = {d: (BBC / f"{d}.txt").read_bytes().decode("utf-8", errors="replace") for d in wanted + evaluated}
+    sigs = dedup.Signatures(wanted + evaluated, dedup.signatures([texts[d] for d in wanted + evaluated]),
+                            [""] * len(texts), np.asarray([len(dedup.shingles(texts[d])) for d in wanted + evaluated]))
+    dropped = {d: "in the eval corpus" for d in wanted if d in set(evaluated)}
+    for i, d in enumerate(wanted):
+        if d not in dropped:
+            for j in range(len(wanted), len(sigs.doc_ids)):
+                if dedup.same_story(sigs, i, j):
+                    dropped[d] = f"same story as eval article {sigs.doc_ids[j]}"
+                    break
+    doc_ids = [d for d in wanted if d not in dropped]
+    sents: list[Sent] = []
+    by_paragraph: dict[tuple[int, int], list[int]] = {}
+    for a, d in enumerate(doc_ids):
+        title, *paragraphs = [p.strip() for p in texts[d].split("\n\n") if p.strip()]
+        for p, para in enumerate(paragraphs):
+            prev, ids = "", []
+            for s, e in split_sentences(para):
+                ids.append(len(sents))
+                sents.append(Sent(a, p, len(ids) - 1, para[s:e], prev, title))
+                prev = para[s:e]
+            by_paragraph[(a, p)] = ids
+    article_of = {d: a for a, d in enumerate(doc_ids)}
+    questions = []
+    for r in records:
+        a = article_of.get(r["doc_id"])
+        if a is None:
+            continue
+        if not r.get("answer"):
+            questions.append(Question(a, -1, r["question"], "", -1))
+            continue
+        # the sentence holding the answer inside the written evidence (the product's splitter may cut it finer)
+        hits = [i for (art, _), ids in by_paragraph.items() if art == a for i in ids
+                if r["answer"] in sents[i].text and (sents[i].text in r["evidence"] or r["evidence"] in sents[i].text
+                                                      or _overlap(sents[i].text, r["evidence"]))]
+        if hits:
+            questions.append(Question(a, sents[hits[0]].paragraph, r["question"], r["answer"], hits[0]))
+        else:
+            dropped.setdefault(f"{r['doc_id']}: {r['question']}", "evidence not found in the article")
+    return NewsData(doc_ids, sents, by_paragraph, questions, dropped)
+
+
+def _overlap(a: str, b: str, size: int = 40) -> bool:
+    """Whether two texts share a ``size``-character stretch (a sentence the splitter cut differently)."""
+    short, long_ = sorted((a, b), key=len)
+    return any(short[k:k + size] in long_ for k in range(0, max(1, len(short) - size + 1), 10))
+
+
 class SentenceBM25:
     """BM25 over every sentence, for the retriever-style negatives."""
 
@@ -182,7 +260,7 @@ class SentenceBM25:
 
 
 def contains_answer(sent: Sent, answer: str) -> bool:
-    return answer.lower() in sent.text.lower()
+    return bool(answer) and answer.lower() in sent.text.lower()
 
 
 # What a sentence says in place of the fact when it only sets the scene ("was named Businessman of the Year
@@ -229,23 +307,26 @@ def build_pairs(cfg: Config, questions: list[Question], sents: list[Sent], by_pa
             s = sents[i]
             pairs.append((q.text, candidate_text(s.text, s.title, s.prev), label))
 
-        pair(q.gold, 1.0)
-        if cfg.answer_removed and (ablated := without_answer(sents[q.gold], q, rng)):
+        if q.gold >= 0:
+            pair(q.gold, 1.0)
+        if q.gold >= 0 and cfg.answer_removed and (ablated := without_answer(sents[q.gold], q, rng)):
             s = sents[q.gold]
             pairs.append((q.text, candidate_text(ablated, s.title, s.prev), 0.0))
-        ok = [i for i in by_paragraph[(q.article, q.paragraph)] if i != q.gold and not contains_answer(sents[i], q.answer)]
+        ok = [i for i in by_paragraph.get((q.article, q.paragraph), [])
+              if i != q.gold and not contains_answer(sents[i], q.answer)]
         for i in rng.sample(ok, min(cfg.same_paragraph, len(ok))):
             pair(i, 0.0)
         same = [int(i) for i in top if sents[i].article == q.article and sents[i].paragraph != q.paragraph
                 and not contains_answer(sents[i], q.answer)]
-        if len(same) < cfg.same_article:  # BM25 found too few: any other paragraph of the article
+        n_same = cfg.same_article + (cfg.unanswerable_extra if q.gold < 0 else 0)
+        if len(same) < n_same:  # BM25 found too few: any other paragraph of the article
             pool = [i for i in by_article[q.article] if sents[i].paragraph != q.paragraph
                     and not contains_answer(sents[i], q.answer) and i not in same]
-            same += rng.sample(pool, min(cfg.same_article - len(same), len(pool)))
-        for i in same[:cfg.same_article]:
+            same += rng.sample(pool, min(n_same - len(same), len(pool)))
+        for i in same[:n_same]:
             pair(i, 0.0)
         lead = by_paragraph[(q.article, 0)][0]
-        if cfg.article_lead and q.paragraph != 0 and lead not in same and not contains_answer(sents[lead], q.answer):
+        if cfg.article_lead and lead != q.gold and lead not in same[:n_same] and not contains_answer(sents[lead], q.answer):
             pair(lead, 0.0)
         other = [int(i) for i in top if sents[i].article != q.article and not contains_answer(sents[i], q.answer)]
         for i in other[:cfg.other_article]:
@@ -478,6 +559,61 @@ def validate(cfg: Config, folder: Path, questions: list[Question], sents: list[S
             "seconds_per_question": round((time.time() - t0) / n, 4), "threshold_sweep": sweep}
 
 
+def validate_news(folder: Path, news: NewsData, questions: list[Question]) -> dict:
+    """Held-out news articles, every sentence of the article a candidate (a BBC story has ~20): for an
+    answerable question, does the best-scored sentence hold the answer; for an unanswerable one, the best
+    P is what the threshold has to refuse."""
+    from rag.answer.selector import AnswerSelector, Candidate
+
+    selector = AnswerSelector(folder, threads=2)
+    by_article: dict[int, list[int]] = {}
+    for i, s in enumerate(news.sents):
+        by_article.setdefault(s.article, []).append(i)
+    top1, best_answerable, best_unanswerable, aucs = [], [], [], []
+    for q in questions:
+        cand = by_article[q.article]
+        probs = selector.probabilities(q.text, [Candidate(news.sents[i].text, news.sents[i].title, news.sents[i].prev)
+                                                for i in cand])
+        if q.gold < 0:
+            best_unanswerable.append(max(probs))
+            continue
+        good = [contains_answer(news.sents[i], q.answer) or i == q.gold for i in cand]
+        best = max(range(len(cand)), key=lambda j: probs[j])
+        top1.append(good[best])
+        best_answerable.append(probs[best])
+        neg = [p for p, g in zip(probs, good) if not g]
+        if neg:
+            aucs.append(sum(probs[cand.index(q.gold)] > p for p in neg) / len(neg))
+    sweep = {}
+    for t in [round(0.05 * k, 2) for k in range(2, 20)]:
+        sweep[t] = {"right": round(sum(ok and p >= t for ok, p in zip(top1, best_answerable)) / len(top1), 4),
+                    "unanswerable_refused": round(sum(p < t for p in best_unanswerable) / max(1, len(best_unanswerable)), 4)}
+    return {"answerable": len(top1), "unanswerable": len(best_unanswerable),
+            "top1_accuracy": round(statistics.fmean(top1), 4), "gold_vs_negatives_auc": round(statistics.fmean(aucs), 4),
+            "median_best_p_answerable": round(statistics.median(best_answerable), 4),
+            "median_best_p_unanswerable": round(statistics.median(best_unanswerable), 4) if best_unanswerable else None,
+            "threshold_sweep": sweep}
+
+
+def news_stage(cfg: Config, init: Path, work: Path, news: NewsData, questions: list[Question], replay_q: list[Question],
+               squad: tuple, rng: random.Random) -> tuple[Path, dict]:
+    """Continue ``init`` on the news questions (fresh negatives each pass, the story's lead among them) mixed
+    with as many pairs from SQuAD questions stage 1 never saw."""
+    sents, by_paragraph, bm25 = squad
+    news_cfg = replace(cfg, article_lead=1, same_article=3)
+    news_bm25 = SentenceBM25(news.sents)
+    pairs = [p for _ in range(cfg.news_epochs)
+             for p in build_pairs(news_cfg, questions, news.sents, news.by_paragraph, news_bm25, rng)]
+    wanted = int(len(pairs) * cfg.news_replay)
+    replay = build_pairs(cfg, replay_q[:wanted // 5 + 1], sents, by_paragraph, bm25, rng)[:wanted]
+    plan = [[(pairs + replay)[i] for i in b] for b in batches(pairs + replay, cfg, random.Random(cfg.seed))]
+    log.info("news stage: %d news pairs (%d positive) from %d questions, %d SQuAD pairs, %d steps", len(pairs),
+             sum(p[2] for p in pairs), len(questions), len(replay), len(plan))
+    final = train(cfg, plan, work, init, cfg.news_lr)
+    return final, {"news_questions": len(questions), "news_pairs": len(pairs), "replay_pairs": len(replay),
+                   "news_steps": len(plan)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=MODEL_DIR, help="exported model folder")
@@ -490,11 +626,12 @@ def main() -> None:
                         help="1: add the positive with its answer cut out as a negative")
     parser.add_argument("--max-len", type=int, default=Config.max_len, help="wordpieces per pair in training")
     parser.add_argument("--val-questions", type=int, default=Config.val_questions, help="held-out questions scored")
+    parser.add_argument("--no-news", action="store_true", help="stage 1 only (SQuAD): no news stage")
     parser.add_argument("--validate-only", action="store_true", help="validate the model already in --out")
     args = parser.parse_args()
     cfg = Config(questions=args.questions, val_questions=args.val_questions, max_steps=args.max_steps,
                  stage2_questions=args.stage2_questions, answer_removed=args.answer_removed,
-                 max_len=args.max_len)
+                 max_len=args.max_len, news=not args.no_news)
     args.work.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         handlers=[logging.StreamHandler(), logging.FileHandler(args.work / "train.log")])
@@ -509,6 +646,12 @@ def main() -> None:
     bm25 = SentenceBM25(sents)
     rng.shuffle(val_q)
     val_q = val_q[:cfg.val_questions]
+    news = load_news()
+    held_news = {a for a in range(len(news.doc_ids)) if a % cfg.news_holdout_every == 0}
+    news_train = [q for q in news.questions if q.article not in held_news]
+    news_val = [q for q in news.questions if q.article in held_news]
+    log.info("news: %d articles (%d held out), %d training questions, %d validation; %d dropped: %s",
+             len(news.doc_ids), len(held_news), len(news_train), len(news_val), len(news.dropped), news.dropped)
     if not args.validate_only:
         rng.shuffle(train_q)
         stage1_q, stage2_q = train_q[:cfg.questions], train_q[cfg.questions:cfg.questions + cfg.stage2_questions]
@@ -541,19 +684,31 @@ def main() -> None:
             minutes["stage2"] = round((time.time() - t0) / 60, 1)
         else:
             final = stage1
+        news_meta = {}
+        if cfg.news:
+            t0 = time.time()
+            replay_q = train_q[cfg.questions + cfg.stage2_questions:]
+            final, news_meta = news_stage(cfg, final, args.work / "news", news, news_train, replay_q,
+                                          (sents, by_paragraph, bm25), rng)
+            minutes["news"] = round((time.time() - t0) / 60, 1)
         args.out.mkdir(parents=True, exist_ok=True)
         export(final, args.out / "model.int8.onnx", cfg.max_len)
         meta = {"config": asdict(cfg), "stage1_pairs": len(pairs), "stage1_positives": int(positives),
                 "stage1_questions": len(stage1_q), "stage1_steps": len(plan),
-                "stage2_questions": len(stage2_q) if cfg.stage2_questions else 0, "minutes": minutes}
+                "stage2_questions": len(stage2_q) if cfg.stage2_questions else 0, **news_meta,
+                "news_dropped": news.dropped, "minutes": minutes}
         (args.work / "training.json").write_text(json.dumps(meta, indent=2))
     card = write_card(args.out, cfg)
     metrics = validate(cfg, args.out, val_q, sents, by_paragraph, bm25)
     log.info("validation: %s", json.dumps({k: v for k, v in metrics.items() if k != "threshold_sweep"}))
     for t, row in metrics["threshold_sweep"].items():
         log.info("  p>=%.2f  %s", t, row)
+    news_metrics = validate_news(args.out, news, news_val)
+    log.info("news validation: %s", json.dumps({k: v for k, v in news_metrics.items() if k != "threshold_sweep"}))
+    for t, row in news_metrics["threshold_sweep"].items():
+        log.info("  p>=%.2f  %s", t, row)
     training = json.loads((args.work / "training.json").read_text()) if (args.work / "training.json").exists() else {}
-    card |= {"training": training, "validation_squad_heldout": metrics}
+    card |= {"training": training, "validation_squad_heldout": metrics, "validation_news_heldout": news_metrics}
     (args.out / "selector.json").write_text(json.dumps(card, indent=2) + "\n")
 
 

@@ -1,0 +1,59 @@
+"""The news questions the answer selector trains on: verbatim, outside the eval corpus, and usable."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+QUESTIONS = ROOT / "train" / "data" / "news_questions.jsonl"
+
+
+@pytest.fixture(scope="module")
+def trainer():
+    spec = importlib.util.spec_from_file_location("answer_selector_trainer", ROOT / "train" / "answer_selector.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    if not module.BBC.is_dir():
+        pytest.skip(f"BBC corpus not at {module.BBC}")
+    return module
+
+
+@pytest.fixture(scope="module")
+def records() -> list[dict]:
+    return [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_answers_and_evidence_are_verbatim_and_articles_are_never_eval_ones(trainer, records):
+    evaluated = {line.strip().removesuffix(".txt") for line in trainer.NEWS_CORPUS.read_text().splitlines()
+                 if line.strip() and not line.startswith("#")}
+    assert len(records) >= 1000
+    for r in records:
+        assert r["doc_id"] not in evaluated, r
+        number = int(r["doc_id"].split("/")[1])
+        assert number % 6 in (3, 4) and number % 50 != 0, r
+        if r["type"] == "unanswerable":
+            assert r["answer"] is None and r["evidence"] is None
+            continue
+        text = (trainer.BBC / f"{r['doc_id']}.txt").read_text(encoding="utf-8", errors="replace")
+        assert r["answer"] in r["evidence"] and r["evidence"] in text, r
+
+
+def test_the_trainer_finds_each_gold_sentence_and_drops_eval_duplicates(trainer, records):
+    news = trainer.load_news()
+    dropped_articles = {d for d in news.dropped if "/" in d and ":" not in d}
+    assert all(reason.startswith("same story as eval article") for d, reason in news.dropped.items()
+               if d in dropped_articles)
+    assert not [d for d in news.dropped if ":" in d], "an answerable question whose evidence was not found"
+    kept = [r for r in records if r["doc_id"] not in dropped_articles]
+    assert len(news.questions) == len(kept)
+    for q in news.questions:
+        if q.gold >= 0:
+            assert q.answer in news.sents[q.gold].text
+        else:
+            assert q.paragraph == -1 and not q.answer
