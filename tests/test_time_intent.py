@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -48,6 +47,24 @@ class TestReading:
         assert [m.isoformat() for m in intent.prefer] == ["2005-03-01T00:00:00+00:00", "2005-03-31T23:59:59.999999+00:00"]
         assert read_time_intent("What happened during 2004?", _at(NOW)).prefer[0].year == 2004
 
+    @pytest.mark.parametrize("question, event, before, content", [
+        ("Who was mayor before the election?", "the election", True, "Who was mayor?"),
+        ("What did the council promise after the mayoral election, and why?", "the mayoral election", False,
+         "What did the council promise, and why?"),
+        ("Who ran the firm prior to the takeover?", "the takeover", True, "Who ran the firm?"),
+    ])
+    def test_an_event_is_named_for_the_answer_step_to_date(self, question, event, before, content):
+        intent = read_time_intent(question, _at(NOW))
+        assert (intent.event, intent.before_event, intent.content) == (event, before, content)
+        assert intent.window is None  # dated by an article, not by the words
+        window = intent.around(datetime(2005, 3, 10, 18, 0, tzinfo=UTC)).window
+        assert (window[1] if before else window[0]).date().isoformat() == ("2005-03-09" if before else "2005-03-10")
+
+    @pytest.mark.parametrize("question", ["What happened before 2005?", "Has the fare risen since the start of the year?",
+                                          "What changed after the weekend?"])
+    def test_dates_and_calendar_words_are_not_events(self, question):
+        assert not read_time_intent(question, _at(NOW)).event
+
     def test_no_time_words_no_intent_and_now_is_not_asked(self):
         def never():
             raise AssertionError("now is only needed for relative periods")
@@ -60,6 +77,12 @@ RECORDS = [
      "text": "The central bank set its main interest rate at 4.5% on Thursday. Analysts had expected no change."},
     {"id": "rate-mar", "title": "Central bank raises rates", "source": "bbc.co.uk", "published": "2005-03-14",
      "text": "The central bank set its main interest rate at 4.75% on Thursday. It was the first rise in a year."},
+    {"id": "governor-old", "title": "Governor Tan opens the port", "source": "Reuters", "published": "2004-09-20",
+     "text": "Governor Lim Tan opened the new container port on Monday. The port cost 40 million dollars."},
+    {"id": "election", "title": "Provincial election won by Sok", "source": "Reuters", "published": "2004-10-04",
+     "text": "Chea Sok won the provincial election on Sunday with 58% of the vote. The count ended late at night."},
+    {"id": "governor-new", "title": "Governor Sok opens a school", "source": "Reuters", "published": "2004-12-01",
+     "text": "Governor Chea Sok opened a new school in the capital on Tuesday. The school has 900 pupils."},
     {"id": "harvest", "title": "Rice harvest", "source": "Reuters", "published": "2004-11-02",
      "text": "Farmers brought in a record rice harvest of 9 million tonnes this season."},
 ]
@@ -102,3 +125,14 @@ def test_the_now_setting_moves_what_this_week_means(answerer):
         assert {c.doc_id for c in answer.citations} == {"rate-jan"}
     finally:
         answerer.fixed_now = None
+
+
+def test_before_and_after_an_event_restrict_to_the_articles_on_either_side(answerer):
+    """The election is dated by the article reporting it (2004-10-04): the governor before it is Tan,
+    after it Sok, though both are "governor" sentences scoring alike."""
+    before = answerer.answer("Who was the governor before the provincial election?")
+    assert not before.abstained, before.abstain_reason
+    assert {c.doc_id for c in before.citations} == {"governor-old"} and "Lim Tan" in before.answer
+    after = answerer.answer("Who was the governor after the provincial election?")
+    assert not after.abstained, after.abstain_reason
+    assert "governor-old" not in {c.doc_id for c in after.citations} and "Sok" in after.answer

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from rag.answer.answer_span import answer_span
 from rag.answer.citations import CitationVerifier, parse_claims
@@ -14,8 +14,8 @@ from rag.answer.followup import Condenser
 from rag.answer.generation import AnswerContext, Generator
 from rag.answer.prompts import pack_passages
 from rag.answer.selector import AnswerSelector, Candidate
-from rag.embedding.model import Embedder
 from rag.answer.time_intent import TimeIntent, read_time_intent
+from rag.embedding.model import Embedder
 from rag.filters import Filters, parse_instant, published_timestamp
 from rag.records import Answer, Citation, Passage, Turn
 from rag.retrieval.retriever import Retriever
@@ -26,6 +26,7 @@ NO_MATCH_TEXT = "No articles match the filters ({filters}), so there is nothing 
 NO_MATCH_REASON = "no articles match the filters"
 CLOSEST_PASSAGES = 2
 NEAR_BEST = 0.8  # a "latest" question orders the sentences scoring this share of the best by date
+EVENT_PROBE = 3  # passages searched for the event of "before the election": the first dated one dates it
 
 
 @dataclass
@@ -75,6 +76,16 @@ class Answerer:
         newest = self.retriever.newest_published()
         return parse_instant(newest, "published") if newest else None
 
+    def _dated_event(self, intent: TimeIntent, question: str, filters: Filters | None) -> TimeIntent:
+        """``intent`` with "before/after the election" turned into a window around the publication day of the
+        article that best matches "the election" (the one reporting it, in a news archive). When no matching
+        article is dated, the event is read as words of the question instead."""
+        for passage in self.retriever.search(intent.event, EVENT_PROBE, filters=filters):
+            day = parse_instant(passage.published, "published") if passage.published else None
+            if day is not None:
+                return intent.around(day)
+        return replace(intent, event="", phrase="", content=question)
+
     def _prepare(self, question: str, history: list[Turn], top_k: int | None, filters: Filters | None) -> _Run:
         run = _Run(question=question.strip(), filters=filters)
         if filters and not self.retriever.matching_documents(filters):
@@ -88,6 +99,8 @@ class Answerer:
         for standalone in rewrites:
             t2 = time.perf_counter()
             intent = read_time_intent(standalone, self._now)
+            if intent.event:
+                intent = self._dated_event(intent, standalone, filters)
             within = _within(filters, intent)
             if within is not filters and not self.retriever.matching_documents(within):
                 run.filters = within  # "this week" in an archive with nothing from this week

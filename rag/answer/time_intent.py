@@ -1,6 +1,8 @@
 """What a question says about *when*: "the latest on…" prefers newer articles; "this week", "last month",
 "yesterday" restrict to the articles published then; "in 2005", "in March 2005" prefer articles
-published in that period (an article of 2006 may well tell what happened in 2005, so it is not excluded).
+published in that period (an article of 2006 may well tell what happened in 2005, so it is not excluded);
+"before the election", "after the merger" name an event, not a date: the answer step dates it by the
+article that best matches it and restricts to the articles published before or after that day.
 
 Relative periods count back from ``now``: the ``RAG_NOW`` setting when given, otherwise the newest
 article's date (an archive of 2005 asked about "this week" means its last week, not today's).
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 LATEST = re.compile(r"\b(latest|most recent(ly)?|newest|recent(ly)?|lately|currently|these days|so far|"
@@ -19,6 +21,12 @@ LATEST = re.compile(r"\b(latest|most recent(ly)?|newest|recent(ly)?|lately|curre
 _MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august", "september",
            "october", "november", "december"]
 _RELATIVE_WORDS = re.compile(r"\b(today|yesterday|week|month|year)\b", re.I)
+# "before the election", "after the mayoral election": "the" and one to four words, up to punctuation or a
+# clause word. A date ("before 2005", "after March") is not an event: _PERIOD and the relative rules read it.
+_EVENT = re.compile(r"\b(before|after|since|prior to|ahead of|following|until)\s+(the\s+(?:[a-z][\w'-]*\s+){0,3}?"
+                    r"[a-z][\w'-]*)(?=\s*(?:[?,.;!]|$|\s(?:and|or|when|who|what|which|was|were|is|did)\b))", re.I)
+_NOT_EVENT = re.compile(r"\b(" + "|".join(_MONTHS) + r"|week|month|year|day|today|yesterday|weekend|time)s?$", re.I)
+_BEFORE = {"before", "prior to", "ahead of", "until"}
 _PERIOD = re.compile(r"\b(?:in|during|of|from)\s+(?:(" + "|".join(_MONTHS) + r")\s+)?((?:18|19|20)\d{2})\b", re.I)
 
 
@@ -32,9 +40,19 @@ class TimeIntent:
     prefer: tuple[datetime, datetime] | None = None
     phrase: str = ""
     content: str = ""  # the question without its words about publication time ("latest", "this week")
+    event: str = ""    # "the election" of "before the election": dated by the answer step (``window`` then)
+    before_event: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.latest or self.window or self.prefer)
+        return bool(self.latest or self.window or self.prefer or self.event)
+
+    def around(self, event_day: datetime) -> TimeIntent:
+        """This intent restricted to the articles published before the event's day, or from it on (the
+        article that reports an event appears on its day or after)."""
+        day = _day(event_day)
+        window = ((datetime(1800, 1, 1, tzinfo=UTC), day - timedelta(microseconds=1)) if self.before_event
+                  else (day, datetime(2200, 1, 1, tzinfo=UTC)))
+        return replace(self, window=window)
 
 
 def _day(moment: datetime) -> datetime:
@@ -79,6 +97,9 @@ def read_time_intent(question: str, now: Callable[[], datetime | None]) -> TimeI
         True
         >>> read_time_intent("What happened in March 2005?", lambda: None).prefer[0].isoformat()
         '2005-03-01T00:00:00+00:00'
+        >>> intent = read_time_intent("Who was mayor before the election?", lambda: None)
+        >>> intent.event, intent.before_event, intent.content
+        ('the election', True, 'Who was mayor?')
     """
     latest = bool(LATEST.search(question))
     content = _without(LATEST, question) if latest else question
@@ -88,6 +109,11 @@ def read_time_intent(question: str, now: Callable[[], datetime | None]) -> TimeI
         if relative:
             content = _without(re.compile(r"\b(in |during |from |over )?" + re.escape(relative[1]), re.I), content)
             return TimeIntent(latest=latest, window=relative[0], phrase=relative[1], content=content)
+    event = _EVENT.search(question)
+    if event and not _NOT_EVENT.search(event.group(2)):
+        content = _without(re.compile(re.escape(event.group(0)), re.I), content)
+        return TimeIntent(latest=latest, phrase=event.group(0), content=content, event=event.group(2),
+                          before_event=event.group(1).lower() in _BEFORE)
     period = _PERIOD.search(question)
     if period:
         month, year = period.group(1), int(period.group(2))
