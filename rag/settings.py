@@ -81,8 +81,9 @@ class Settings(BaseSettings):
     embed_titles: bool = Field(True, description="Embed chunks as 'title + text' (changing it re-embeds all).")
     torch_threads: int = Field(0, ge=0, description="0 keeps torch's default (one per core).")
     ingest_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
-        "torch", description="Chunk vectors at ingest: sentence-transformers on torch, the ONNX export of the "
-        "same model (batched on every core), or its int8 copy (one text per core at a time).")
+        "onnx", description="Chunk vectors at ingest: the ONNX float export of the model (batched on every core; "
+        "the same vectors as torch, cosine 1.000000, without importing torch), sentence-transformers on torch, "
+        "or the export's int8 copy (one text per core at a time; approximate vectors).")
     query_backend: Literal["onnx", "torch"] = Field(
         "onnx", description="Queries and sentences at answer time: ONNX export of the same model, or torch.")
     query_threads: int = Field(1, ge=1, description="onnxruntime threads per request.")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rag.answer.pipeline import open_retriever
-from rag.ingest.pipeline import ingest
+from rag.ingest.pipeline import ingest, vectors_by
 from rag.retrieval.fusion import RetrievalMode
 from rag.retrieval.retriever import IndexRetriever
 from rag.settings import Settings
@@ -55,6 +55,20 @@ class TestIngest:
         assert Index.open(settings.index_dir).manifest.chunker["vectors_by"] == "onnx-int8"
         again = ingest([folder], settings.index_dir, query_embedder, chunker)
         assert (again.rebuilt, again.chunks_embedded, again.published) == ("", 0, False)
+
+    def test_the_float_export_updates_a_torch_index_without_re_embedding(self, tmp_path, settings, embedder, chunker):
+        """The default chunk runtime (ONNX float) gives torch's vectors, so an index built on torch is kept,
+        and a document it adds lands where torch would have put it."""
+        from rag.embedding.factory import build_embedder
+
+        folder = write_corpus(tmp_path / "docs")
+        _run(folder, settings, embedder, chunker)
+        onnx = build_embedder(Settings())
+        assert vectors_by(onnx) == "onnx"
+        same = ingest([folder], settings.index_dir, onnx, chunker)
+        assert (same.rebuilt, same.chunks_embedded, same.published) == ("", 0, False)
+        text = "The central bank raised its policy rate to 9 percent in May."
+        assert float(onnx.encode([text])[0] @ embedder.encode([text])[0]) > 0.99999
 
     def test_changed_document_is_the_only_one_re_embedded(self, tmp_path, settings, embedder, chunker):
         folder = write_corpus(tmp_path / "docs")

@@ -22,6 +22,7 @@ import numpy as np
 from rag.filters import published_timestamp
 from rag.records import Document
 from rag.store.index import DEDUP_DIR
+
 NUM_PERM = 128
 SCHEME = "affine32"  # datasketch 2's permutation scheme (32-bit hash values); recorded, so a change recomputes
 SHINGLE = 3  # words per shingle

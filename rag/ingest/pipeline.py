@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rag.embedding.factory import build_embedder, build_sentence_embedder
-from rag.ingest import dedup
 from rag.embedding.model import Embedder
 from rag.errors import UserError
+from rag.ingest import dedup
 from rag.ingest.chunking import Chunker
 from rag.ingest.documents import DEFAULT_LIMITS, Limits, document_warnings, iter_documents
 from rag.ingest.vectors import ProgressFn, build_sentence_vectors, embed_chunks
@@ -78,7 +78,7 @@ def _previous(root: Path, embedder: Embedder, chunker: Chunker, rebuild: bool) -
     if recorded != chunker.config():
         index.close()
         return None, "chunker settings changed"
-    if made_by != vectors_by(embedder):  # never mix float and int8 chunk vectors in one index
+    if not same_vectors(made_by, vectors_by(embedder)):  # never mix float and int8 chunk vectors in one index
         index.close()
         return None, f"chunk vectors were made by {made_by}, now by {vectors_by(embedder)}"
     return index, ""
@@ -87,10 +87,19 @@ def _previous(root: Path, embedder: Embedder, chunker: Chunker, rebuild: bool) -
 VECTORS_BY = "vectors_by"  # manifest key beside the chunker settings: which runtime made the chunk vectors
 
 
+FLOAT_RUNTIMES = frozenset({"torch", "onnx"})  # the float ONNX export gives torch's vectors (cosine 1.000000)
+
+
 def vectors_by(embedder: Embedder) -> str:
     """``torch``, ``onnx`` or ``onnx-int8`` (RAG_INGEST_BACKEND), as recorded in the manifest."""
     variant = getattr(embedder, "variant", None)
     return "torch" if variant is None else "onnx" if variant == "float" else "onnx-int8"
+
+
+def same_vectors(made_by: str, now_by: str) -> bool:
+    """Whether chunk vectors of the two runtimes may share an index: the same one, or both float (an
+    index built on torch is updated by the ONNX float export without re-embedding it)."""
+    return made_by == now_by or {made_by, now_by} <= FLOAT_RUNTIMES
 
 
 def _load_changes(paths: list[Path], limits: Limits, old_hashes: dict[str, str], report: IngestReport) -> list[Document]:
