@@ -234,6 +234,24 @@ def load_news(path: Path = NEWS_QUESTIONS) -> NewsData:
     return NewsData(doc_ids, sents, by_paragraph, questions, dropped)
 
 
+def news_subset(news: NewsData, articles: set[int]) -> NewsData:
+    """Only ``articles`` of ``news``, renumbered: a stage trained on it never sees the others' sentences,
+    not even as negatives."""
+    keep = sorted(articles)
+    new_article = {a: n for n, a in enumerate(keep)}
+    new_sent: dict[int, int] = {}
+    sents = []
+    for i, s in enumerate(news.sents):
+        if s.article in new_article:
+            new_sent[i] = len(sents)
+            sents.append(replace(s, article=new_article[s.article]))
+    by_paragraph = {(new_article[a], p): [new_sent[i] for i in ids]
+                    for (a, p), ids in news.by_paragraph.items() if a in new_article}
+    questions = [replace(q, article=new_article[q.article], gold=new_sent[q.gold] if q.gold >= 0 else -1)
+                 for q in news.questions if q.article in new_article]
+    return NewsData([news.doc_ids[a] for a in keep], sents, by_paragraph, questions, news.dropped)
+
+
 def _overlap(a: str, b: str, size: int = 40) -> bool:
     """Whether two texts share a ``size``-character stretch (a sentence the splitter cut differently)."""
     short, long_ = sorted((a, b), key=len)
@@ -314,7 +332,8 @@ def build_pairs(cfg: Config, questions: list[Question], sents: list[Sent], by_pa
             pairs.append((q.text, candidate_text(ablated, s.title, s.prev), 0.0))
         ok = [i for i in by_paragraph.get((q.article, q.paragraph), [])
               if i != q.gold and not contains_answer(sents[i], q.answer)]
-        for i in rng.sample(ok, min(cfg.same_paragraph, len(ok))):
+        chosen = rng.sample(ok, min(cfg.same_paragraph, len(ok)))
+        for i in chosen:
             pair(i, 0.0)
         same = [int(i) for i in top if sents[i].article == q.article and sents[i].paragraph != q.paragraph
                 and not contains_answer(sents[i], q.answer)]
@@ -326,10 +345,13 @@ def build_pairs(cfg: Config, questions: list[Question], sents: list[Sent], by_pa
         for i in same[:n_same]:
             pair(i, 0.0)
         lead = by_paragraph[(q.article, 0)][0]
-        if cfg.article_lead and lead != q.gold and lead not in same[:n_same] and not contains_answer(sents[lead], q.answer):
+        if (cfg.article_lead and lead != q.gold and lead not in chosen + same[:n_same]
+                and not contains_answer(sents[lead], q.answer)):
             pair(lead, 0.0)
+        # Another article's best sentence, unless the question has no answer text to rule it out with:
+        # for an unanswerable question, a related story's best sentence may well answer it.
         other = [int(i) for i in top if sents[i].article != q.article and not contains_answer(sents[i], q.answer)]
-        for i in other[:cfg.other_article]:
+        for i in other[:cfg.other_article if q.gold >= 0 else 0]:
             pair(i, 0.0)
         if rng.random() < cfg.random_prob:
             i = rng.randrange(len(sents))
@@ -559,7 +581,7 @@ def validate(cfg: Config, folder: Path, questions: list[Question], sents: list[S
             "seconds_per_question": round((time.time() - t0) / n, 4), "threshold_sweep": sweep}
 
 
-def validate_news(folder: Path, news: NewsData, questions: list[Question]) -> dict:
+def validate_news(folder: Path, news: NewsData) -> dict:
     """Held-out news articles, every sentence of the article a candidate (a BBC story has ~20): for an
     answerable question, does the best-scored sentence hold the answer; for an unanswerable one, the best
     P is what the threshold has to refuse."""
@@ -570,7 +592,7 @@ def validate_news(folder: Path, news: NewsData, questions: list[Question]) -> di
     for i, s in enumerate(news.sents):
         by_article.setdefault(s.article, []).append(i)
     top1, best_answerable, best_unanswerable, aucs = [], [], [], []
-    for q in questions:
+    for q in news.questions:
         cand = by_article[q.article]
         probs = selector.probabilities(q.text, [Candidate(news.sents[i].text, news.sents[i].title, news.sents[i].prev)
                                                 for i in cand])
@@ -595,13 +617,14 @@ def validate_news(folder: Path, news: NewsData, questions: list[Question]) -> di
             "threshold_sweep": sweep}
 
 
-def news_stage(cfg: Config, init: Path, work: Path, news: NewsData, questions: list[Question], replay_q: list[Question],
+def news_stage(cfg: Config, init: Path, work: Path, news: NewsData, replay_q: list[Question],
                squad: tuple, rng: random.Random) -> tuple[Path, dict]:
     """Continue ``init`` on the news questions (fresh negatives each pass, the story's lead among them) mixed
     with as many pairs from SQuAD questions stage 1 never saw."""
     sents, by_paragraph, bm25 = squad
     news_cfg = replace(cfg, article_lead=1, same_article=3)
     news_bm25 = SentenceBM25(news.sents)
+    questions = news.questions
     pairs = [p for _ in range(cfg.news_epochs)
              for p in build_pairs(news_cfg, questions, news.sents, news.by_paragraph, news_bm25, rng)]
     wanted = int(len(pairs) * cfg.news_replay)
@@ -646,12 +669,14 @@ def main() -> None:
     bm25 = SentenceBM25(sents)
     rng.shuffle(val_q)
     val_q = val_q[:cfg.val_questions]
-    news = load_news()
-    held_news = {a for a in range(len(news.doc_ids)) if a % cfg.news_holdout_every == 0}
-    news_train = [q for q in news.questions if q.article not in held_news]
-    news_val = [q for q in news.questions if q.article in held_news]
-    log.info("news: %d articles (%d held out), %d training questions, %d validation; %d dropped: %s",
-             len(news.doc_ids), len(held_news), len(news_train), len(news_val), len(news.dropped), news.dropped)
+    news = load_news() if cfg.news or NEWS_QUESTIONS.is_file() and BBC.is_dir() else None
+    if news is not None:
+        held_news = {a for a in range(len(news.doc_ids)) if a % cfg.news_holdout_every == 0}
+        news_train = news_subset(news, set(range(len(news.doc_ids))) - held_news)
+        news_val = news_subset(news, held_news)
+        log.info("news: %d articles (%d held out), %d training questions, %d validation; %d dropped: %s",
+                 len(news.doc_ids), len(held_news), len(news_train.questions), len(news_val.questions),
+                 len(news.dropped), news.dropped)
     if not args.validate_only:
         rng.shuffle(train_q)
         stage1_q, stage2_q = train_q[:cfg.questions], train_q[cfg.questions:cfg.questions + cfg.stage2_questions]
@@ -688,7 +713,7 @@ def main() -> None:
         if cfg.news:
             t0 = time.time()
             replay_q = train_q[cfg.questions + cfg.stage2_questions:]
-            final, news_meta = news_stage(cfg, final, args.work / "news", news, news_train, replay_q,
+            final, news_meta = news_stage(cfg, final, args.work / "news", news_train, replay_q,
                                           (sents, by_paragraph, bm25), rng)
             minutes["news"] = round((time.time() - t0) / 60, 1)
         args.out.mkdir(parents=True, exist_ok=True)
@@ -696,17 +721,18 @@ def main() -> None:
         meta = {"config": asdict(cfg), "stage1_pairs": len(pairs), "stage1_positives": int(positives),
                 "stage1_questions": len(stage1_q), "stage1_steps": len(plan),
                 "stage2_questions": len(stage2_q) if cfg.stage2_questions else 0, **news_meta,
-                "news_dropped": news.dropped, "minutes": minutes}
+                "news_dropped": news.dropped if news else {}, "minutes": minutes}
         (args.work / "training.json").write_text(json.dumps(meta, indent=2))
     card = write_card(args.out, cfg)
     metrics = validate(cfg, args.out, val_q, sents, by_paragraph, bm25)
     log.info("validation: %s", json.dumps({k: v for k, v in metrics.items() if k != "threshold_sweep"}))
     for t, row in metrics["threshold_sweep"].items():
         log.info("  p>=%.2f  %s", t, row)
-    news_metrics = validate_news(args.out, news, news_val)
-    log.info("news validation: %s", json.dumps({k: v for k, v in news_metrics.items() if k != "threshold_sweep"}))
-    for t, row in news_metrics["threshold_sweep"].items():
-        log.info("  p>=%.2f  %s", t, row)
+    news_metrics = validate_news(args.out, news_val) if news is not None else {}
+    if news_metrics:
+        log.info("news validation: %s", json.dumps({k: v for k, v in news_metrics.items() if k != "threshold_sweep"}))
+        for t, row in news_metrics["threshold_sweep"].items():
+            log.info("  p>=%.2f  %s", t, row)
     training = json.loads((args.work / "training.json").read_text()) if (args.work / "training.json").exists() else {}
     card |= {"training": training, "validation_squad_heldout": metrics, "validation_news_heldout": news_metrics}
     (args.out / "selector.json").write_text(json.dumps(card, indent=2) + "\n")
