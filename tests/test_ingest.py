@@ -58,7 +58,7 @@ class TestIngest:
 
     def test_the_float_export_updates_a_torch_index_without_re_embedding(self, tmp_path, settings, embedder, chunker):
         """The default chunk runtime (ONNX float) gives torch's vectors, so an index built on torch is kept,
-        and a document it adds lands where torch would have put it."""
+        and the vector of a document it adds is the one torch would have stored."""
         from rag.embedding.factory import build_embedder
 
         folder = write_corpus(tmp_path / "docs")
@@ -67,8 +67,14 @@ class TestIngest:
         assert vectors_by(onnx) == "onnx"
         same = ingest([folder], settings.index_dir, onnx, chunker)
         assert (same.rebuilt, same.chunks_embedded, same.published) == ("", 0, False)
-        text = "The central bank raised its policy rate to 9 percent in May."
-        assert float(onnx.encode([text])[0] @ embedder.encode([text])[0]) > 0.99999
+        write_article(folder, "bank", "Central bank", "The central bank raised its policy rate to 9 percent in May.")
+        added = ingest([folder], settings.index_dir, onnx, chunker)
+        assert (added.rebuilt, added.updated, added.chunks_embedded) == ("", ["bank"], 1)
+        index = Index.open(settings.index_dir)
+        [chunk_id] = index.docstore.chunk_ids_of(["bank"])
+        chunk = index.chunks([chunk_id])[chunk_id]
+        torch_vector = embedder.encode([chunker.embedding_text(chunk.chunk, chunk.title)])[0]
+        assert float(index.vectors_of([chunk_id])[0] @ torch_vector) > 0.99999
 
     def test_changed_document_is_the_only_one_re_embedded(self, tmp_path, settings, embedder, chunker):
         folder = write_corpus(tmp_path / "docs")

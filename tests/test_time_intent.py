@@ -48,10 +48,11 @@ class TestReading:
         assert read_time_intent("What happened during 2004?", _at(NOW)).prefer[0].year == 2004
 
     @pytest.mark.parametrize("question, event, before, content", [
-        ("Who was mayor before the election?", "the election", True, "Who was mayor?"),
-        ("What did the council promise after the mayoral election, and why?", "the mayoral election", False,
-         "What did the council promise, and why?"),
-        ("Who ran the firm prior to the takeover?", "the takeover", True, "Who ran the firm?"),
+        ("Who was mayor before the election?", "the election", True, "Who was mayor the election?"),
+        ("What did the council promise after the 2005 mayoral election, and why?", "the 2005 mayoral election", False,
+         "What did the council promise the 2005 mayoral election, and why?"),
+        ("Who ran the firm prior to the takeover by Alder Group?", "the takeover", True,
+         "Who ran the firm the takeover by Alder Group?"),
     ])
     def test_an_event_is_named_for_the_answer_step_to_date(self, question, event, before, content):
         intent = read_time_intent(question, _at(NOW))
@@ -61,8 +62,11 @@ class TestReading:
         assert (window[1] if before else window[0]).date().isoformat() == ("2005-03-09" if before else "2005-03-10")
 
     @pytest.mark.parametrize("question", ["What happened before 2005?", "Has the fare risen since the start of the year?",
-                                          "What changed after the weekend?"])
-    def test_dates_and_calendar_words_are_not_events(self, question):
+                                          "What changed after the weekend?", "Who scored before the break?",
+                                          "Who appeared before the committee?", "Who finished ahead of the favourite?",
+                                          "Who took over after the manager was sacked?",
+                                          "Which street is named after the mayor?"])
+    def test_dates_places_and_people_are_not_events(self, question):
         assert not read_time_intent(question, _at(NOW)).event
 
     def test_no_time_words_no_intent_and_now_is_not_asked(self):
@@ -79,6 +83,9 @@ RECORDS = [
      "text": "The central bank set its main interest rate at 4.75% on Thursday. It was the first rise in a year."},
     {"id": "governor-old", "title": "Governor Tan opens the port", "source": "Reuters", "published": "2004-09-20",
      "text": "Governor Lim Tan opened the new container port on Monday. The port cost 40 million dollars."},
+    {"id": "preview", "title": "Campaigning ends in the province", "source": "Reuters", "published": "2004-09-30",
+     "text": "Candidates held their last rallies ahead of the provincial election on Sunday. Turnout is expected "
+             "to be high in the provincial election."},
     {"id": "election", "title": "Provincial election won by Sok", "source": "Reuters", "published": "2004-10-04",
      "text": "Chea Sok won the provincial election on Sunday with 58% of the vote. The count ended late at night."},
     {"id": "governor-new", "title": "Governor Sok opens a school", "source": "Reuters", "published": "2004-12-01",
@@ -128,11 +135,12 @@ def test_the_now_setting_moves_what_this_week_means(answerer):
 
 
 def test_before_and_after_an_event_restrict_to_the_articles_on_either_side(answerer):
-    """The election is dated by the article reporting it (2004-10-04): the governor before it is Tan,
-    after it Sok, though both are "governor" sentences scoring alike."""
+    """The election is dated by the article reporting it (2004-10-04; its title names the election), not by
+    the preview that mentions it twice (2004-09-30): the governor before it is Tan, after it Sok, though
+    both are "governor" sentences scoring alike."""
     before = answerer.answer("Who was the governor before the provincial election?")
     assert not before.abstained, before.abstain_reason
     assert {c.doc_id for c in before.citations} == {"governor-old"} and "Lim Tan" in before.answer
     after = answerer.answer("Who was the governor after the provincial election?")
     assert not after.abstained, after.abstain_reason
-    assert "governor-old" not in {c.doc_id for c in after.citations} and "Sok" in after.answer
+    assert not {"governor-old", "preview"} & {c.doc_id for c in after.citations} and "Sok" in after.answer

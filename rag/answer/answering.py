@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -26,7 +27,7 @@ NO_MATCH_TEXT = "No articles match the filters ({filters}), so there is nothing 
 NO_MATCH_REASON = "no articles match the filters"
 CLOSEST_PASSAGES = 2
 NEAR_BEST = 0.8  # a "latest" question orders the sentences scoring this share of the best by date
-EVENT_PROBE = 3  # passages searched for the event of "before the election": the first dated one dates it
+EVENT_PROBE = 5  # passages searched for the event of "before the election" (the one reporting it dates it)
 
 
 @dataclass
@@ -78,13 +79,18 @@ class Answerer:
 
     def _dated_event(self, intent: TimeIntent, question: str, filters: Filters | None) -> TimeIntent:
         """``intent`` with "before/after the election" turned into a window around the publication day of the
-        article that best matches "the election" (the one reporting it, in a news archive). When no matching
-        article is dated, the event is read as words of the question instead."""
-        for passage in self.retriever.search(intent.event, EVENT_PROBE, filters=filters):
-            day = parse_instant(passage.published, "published") if passage.published else None
-            if day is not None:
-                return intent.around(day)
-        return replace(intent, event="", phrase="", content=question)
+        article reporting the event: of the passages that best match "the election", the first dated one whose
+        title names it ("Penhale wins mayoral election"), else the first dated one whose text does (a preview
+        saying "ahead of the election on 8 May" is in the text only). When none is dated, the event is read as
+        words of the question instead."""
+        found = [(p, parse_instant(p.published, "published")) for p in
+                 self.retriever.search(intent.event, EVENT_PROBE, filters=filters) if p.published]
+        noun = re.compile(r"\b" + re.escape(intent.event_noun) + r"\b", re.I)
+        for where in ("title", "text"):
+            for passage, day in found:
+                if noun.search(getattr(passage, where)):
+                    return intent.around(day)
+        return replace(intent, event="", phrase="", content=question, scored="")
 
     def _prepare(self, question: str, history: list[Turn], top_k: int | None, filters: Filters | None) -> _Run:
         run = _Run(question=question.strip(), filters=filters)
@@ -111,7 +117,10 @@ class Answerer:
             found = self.retriever.search(asked, top_k or self.top_k, qvec=qvec, filters=within)
             passages = pack_passages(found, self.context_tokens, self.encoding)
             t3 = time.perf_counter()
-            evidence = _in_time_order(self.scorer.score(asked, qvec, passages), passages, intent,
+            # "Who was mayor before the election?": retrieval reads the event's words, the selector does not
+            # (the window has done their work; left in, they pull the election story's sentences up).
+            scored, svec = (intent.scored, self.embedder.encode_query(intent.scored)) if intent.scored else (asked, qvec)
+            evidence = _in_time_order(self.scorer.score(scored, svec, passages), passages, intent,
                                       self.abstain_threshold)
             retrieve, weigh = retrieve + t3 - t2, weigh + time.perf_counter() - t3
             if best is None or _rank(evidence) > _rank(best[2]):

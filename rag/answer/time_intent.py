@@ -21,11 +21,17 @@ LATEST = re.compile(r"\b(latest|most recent(ly)?|newest|recent(ly)?|lately|curre
 _MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august", "september",
            "october", "november", "december"]
 _RELATIVE_WORDS = re.compile(r"\b(today|yesterday|week|month|year)\b", re.I)
-# "before the election", "after the mayoral election": "the" and one to four words, up to punctuation or a
-# clause word. A date ("before 2005", "after March") is not an event: _PERIOD and the relative rules read it.
-_EVENT = re.compile(r"\b(before|after|since|prior to|ahead of|following|until)\s+(the\s+(?:[a-z][\w'-]*\s+){0,3}?"
-                    r"[a-z][\w'-]*)(?=\s*(?:[?,.;!]|$|\s(?:and|or|when|who|what|which|was|were|is|did)\b))", re.I)
-_NOT_EVENT = re.compile(r"\b(" + "|".join(_MONTHS) + r"|week|month|year|day|today|yesterday|weekend|time)s?$", re.I)
+# "before the election", "after the 2005 mayoral election": "the", up to three words, and a noun that names
+# an event a news archive dates. Only such nouns: "before the committee", "after the break", "ahead of the
+# favourite", "named after the mayor" are not events, and reading them as windows would hide the answer.
+EVENT_NOUNS = ("election", "elections", "vote", "referendum", "poll", "ballot", "merger", "takeover",
+               "acquisition", "buyout", "flotation", "ipo", "sale", "strike", "strikes", "storm", "flood", "floods",
+               "earthquake", "hurricane", "budget", "summit", "ceasefire", "war", "invasion", "coup", "crash",
+               "attack", "attacks", "bombing", "bombings", "resignation", "reshuffle", "inquiry", "trial",
+               "verdict", "ruling", "launch", "opening", "closure", "bankruptcy", "bailout", "deal", "treaty",
+               "tsunami", "olympics", "games", "world cup", "final", "scandal", "protests", "riots")
+_EVENT = re.compile(r"\b(before|after|since|prior to|ahead of|following|until)\s+(the\s+(?:[\w'-]+\s+){0,3}?"
+                    r"(" + "|".join(EVENT_NOUNS) + r"))\b", re.I)
 _BEFORE = {"before", "prior to", "ahead of", "until"}
 _PERIOD = re.compile(r"\b(?:in|during|of|from)\s+(?:(" + "|".join(_MONTHS) + r")\s+)?((?:18|19|20)\d{2})\b", re.I)
 
@@ -41,7 +47,9 @@ class TimeIntent:
     phrase: str = ""
     content: str = ""  # the question without its words about publication time ("latest", "this week")
     event: str = ""    # "the election" of "before the election": dated by the answer step (``window`` then)
+    event_noun: str = ""  # "election": what the dating article's title or text must name
     before_event: bool = False
+    scored: str = ""   # what the answer selector reads when it differs from ``content`` ("Who was mayor?")
 
     def __bool__(self) -> bool:
         return bool(self.latest or self.window or self.prefer or self.event)
@@ -98,8 +106,8 @@ def read_time_intent(question: str, now: Callable[[], datetime | None]) -> TimeI
         >>> read_time_intent("What happened in March 2005?", lambda: None).prefer[0].isoformat()
         '2005-03-01T00:00:00+00:00'
         >>> intent = read_time_intent("Who was mayor before the election?", lambda: None)
-        >>> intent.event, intent.before_event, intent.content
-        ('the election', True, 'Who was mayor?')
+        >>> intent.event, intent.before_event, intent.content, intent.scored
+        ('the election', True, 'Who was mayor the election?', 'Who was mayor?')
     """
     latest = bool(LATEST.search(question))
     content = _without(LATEST, question) if latest else question
@@ -110,10 +118,14 @@ def read_time_intent(question: str, now: Callable[[], datetime | None]) -> TimeI
             content = _without(re.compile(r"\b(in |during |from |over )?" + re.escape(relative[1]), re.I), content)
             return TimeIntent(latest=latest, window=relative[0], phrase=relative[1], content=content)
     event = _EVENT.search(question)
-    if event and not _NOT_EVENT.search(event.group(2)):
-        content = _without(re.compile(re.escape(event.group(0)), re.I), content)
+    if event:
+        # Only the preposition goes: the event's words still say what the question is about.
+        content = _without(re.compile(r"\b" + re.escape(event.group(1)) + r"\s+(?=" + re.escape(event.group(2)) + ")",
+                                      re.I), content)
+        scored = _without(re.compile(re.escape(event.group(0)), re.I), content.replace(event.group(2), event.group(0), 1))
         return TimeIntent(latest=latest, phrase=event.group(0), content=content, event=event.group(2),
-                          before_event=event.group(1).lower() in _BEFORE)
+                          event_noun=event.group(3).lower(), before_event=event.group(1).lower() in _BEFORE,
+                          scored=scored)
     period = _PERIOD.search(question)
     if period:
         month, year = period.group(1), int(period.group(2))
