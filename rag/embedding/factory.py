@@ -12,16 +12,16 @@ log = logging.getLogger(__name__)
 
 
 def build_embedder(settings: Settings) -> Embedder:
-    """The ingest embedder (``settings.ingest_backend``): sentence-transformers on torch, batched; or
-    the ONNX export of the same model on every core (float batched, int8 one text per core)."""
+    """The ingest embedder (``settings.ingest_backend``): the ONNX export of the model on every core (float:
+    one batch per core side by side, ~10% faster than one batch on all cores, same vectors; int8: one text
+    per core), or sentence-transformers on torch, batched."""
     if settings.ingest_backend != "torch":
         from rag.embedding.onnx import OnnxEmbedder, OnnxUnavailable
 
         cores = os.cpu_count() or 1
         int8 = settings.ingest_backend == "onnx-int8"
         try:
-            return OnnxEmbedder(settings.embedding_model, settings.model_cache_dir, 1 if int8 else cores,
-                                int8=int8, parallel=cores if int8 else 1)
+            return OnnxEmbedder(settings.embedding_model, settings.model_cache_dir, 1, int8=int8, parallel=cores)
         except OnnxUnavailable as exc:
             log.warning("ingest model: no ONNX export (%s); using sentence-transformers on torch", exc)
     return _torch_embedder(settings)

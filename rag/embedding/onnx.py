@@ -173,7 +173,8 @@ class OnnxEmbedder:
         cache_dir: where the exported ``.onnx`` lives.
         threads: onnxruntime intra-op threads (1 suits a server answering several requests at once).
         int8: run a dynamically quantized copy (vectors approximate the model's: cosine ~0.99).
-        parallel: texts ``encode`` runs at once with the int8 model (ingest: one per core).
+        parallel: what ``encode`` runs at once (with ``threads`` 1: the runs share the session's pool):
+            texts with the int8 model, whole batches with the float one (ingest: one per core).
     """
 
     def __init__(self, spec: str, cache_dir: Path, threads: int = 1, int8: bool = False, parallel: int = 1):
@@ -240,15 +241,24 @@ class OnnxEmbedder:
                     pool.shutdown(cancel_futures=True)
             return np.concatenate([self._run([e]) for e in encodings])
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        batches: list[list[int]] = [[]]
+        for i in order:
+            first = batches[-1][0] if batches[-1] else None
+            if first is not None and (len(batches[-1]) == batch_size
+                                      or len(encodings[i].ids) > PAD_SLACK * len(encodings[first].ids)):
+                batches.append([])
+            batches[-1].append(i)
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        batch: list[int] = []
-        for i in [*order, None]:
-            if batch and (i is None or len(batch) == batch_size
-                          or len(encodings[i].ids) > PAD_SLACK * len(encodings[batch[0]].ids)):
-                out[batch] = self._run([encodings[j] for j in batch])
-                batch = []
-            if i is not None:
-                batch.append(i)
+        if self.parallel > 1 and len(batches) > 1:  # whole batches side by side, one thread each
+            pool = ThreadPoolExecutor(self.parallel)
+            try:
+                for batch, vectors in zip(batches, pool.map(lambda b: self._run([encodings[j] for j in b]), batches)):
+                    out[batch] = vectors
+            finally:
+                pool.shutdown(cancel_futures=True)
+            return out
+        for batch in batches:
+            out[batch] = self._run([encodings[j] for j in batch])
         return out
 
     def encode_query(self, text: str) -> np.ndarray:
