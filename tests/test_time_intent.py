@@ -144,3 +144,11 @@ def test_before_and_after_an_event_restrict_to_the_articles_on_either_side(answe
     after = answerer.answer("Who was the governor after the provincial election?")
     assert not after.abstained, after.abstain_reason
     assert not {"governor-old", "preview"} & {c.doc_id for c in after.citations} and "Sok" in after.answer
+
+
+def test_a_period_no_article_speaks_of_is_refused_not_answered_with_another_year(answerer):
+    """Nothing was published in 2003 and no passage names 2003: the 2005 rates are not its answer."""
+    answer = answerer.answer("What interest rate did the central bank set in 2003?")
+    assert answer.abstained and answer.abstain_reason == "nothing published in 2003 or about it"
+    named = answerer.answer("What interest rate did the central bank set in January 2005?")
+    assert not named.abstained and "4.5%" in named.answer.split("[")[0]

@@ -62,7 +62,7 @@ from rag.text import split_sentences  # noqa: E402
 log = logging.getLogger("train.answer_selector")
 
 SQUAD = ROOT.parent / "shared" / "data" / "squad"
-BBC = ROOT.parent / "shared" / "data" / "bbc"
+BBC = Path(os.environ.get("RAG_BBC_DIR") or ROOT.parent / "shared" / "data" / "bbc")  # as scripts/test.sh finds it
 NEWS_QUESTIONS = ROOT / "train" / "data" / "news_questions.jsonl"
 NEWS_CORPUS = ROOT / "eval" / "news_corpus.txt"  # the eval sets' articles: never trained on
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class Config:
     listwise_weight: float = 0.5
     stage2_lr: float = 2e-5
     unanswerable_extra: int = 2  # more same-article negatives for a question its article cannot answer
-    news: bool = True            # a news stage after stage 1 (train/data/news_questions.jsonl)
+    news: bool = False           # --news: a news stage after stage 1 (train/data/news_questions.jsonl; not shipped yet)
     news_epochs: int = 1         # passes over the news questions (each pass draws fresh negatives)
     news_replay: float = 0.5     # SQuAD pairs (of questions stage 1 never saw) per news pair: SQuAD is not forgotten
     news_lr: float = 2e-5
@@ -649,12 +649,12 @@ def main() -> None:
                         help="1: add the positive with its answer cut out as a negative")
     parser.add_argument("--max-len", type=int, default=Config.max_len, help="wordpieces per pair in training")
     parser.add_argument("--val-questions", type=int, default=Config.val_questions, help="held-out questions scored")
-    parser.add_argument("--no-news", action="store_true", help="stage 1 only (SQuAD): no news stage")
+    parser.add_argument("--news", action="store_true", help="add the news stage (tried, not shipped yet: MODEL_CARD.md)")
     parser.add_argument("--validate-only", action="store_true", help="validate the model already in --out")
     args = parser.parse_args()
     cfg = Config(questions=args.questions, val_questions=args.val_questions, max_steps=args.max_steps,
                  stage2_questions=args.stage2_questions, answer_removed=args.answer_removed,
-                 max_len=args.max_len, news=not args.no_news)
+                 max_len=args.max_len, news=args.news)
     args.work.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         handlers=[logging.StreamHandler(), logging.FileHandler(args.work / "train.log")])

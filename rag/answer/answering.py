@@ -124,8 +124,8 @@ class Answerer:
                                       self.abstain_threshold)
             retrieve, weigh = retrieve + t3 - t2, weigh + time.perf_counter() - t3
             if best is None or _rank(evidence) > _rank(best[2]):
-                best = (standalone, passages, evidence)
-        run.standalone, run.passages, run.evidence = best
+                best = (standalone, passages, evidence, intent)
+        run.standalone, run.passages, run.evidence, intent = best
         run.timings = {"condense": _ms(t1 - t0), "retrieve": _ms(retrieve), "evidence": _ms(weigh)}
         if not run.passages:
             run.abstain_reason = "no passages retrieved"
@@ -133,6 +133,8 @@ class Answerer:
             run.abstain_reason = f"not in the articles: {', '.join(run.evidence.missing_entities)}"
         elif run.evidence.best < self.abstain_threshold:
             run.abstain_reason = f"evidence {run.evidence.best:.2f} < threshold {self.abstain_threshold}"
+        elif intent.prefer and not _of_period(run.evidence, run.passages, intent.prefer):
+            run.abstain_reason = f"nothing published {intent.phrase} or about it"
         return run
 
     def _context(self, run: _Run, history: list[Turn]) -> AnswerContext:
@@ -255,11 +257,12 @@ def _within(filters: Filters | None, intent: TimeIntent) -> Filters | None:
 
 def _in_time_order(evidence: Evidence, passages: list[Passage], intent: TimeIntent, threshold: float) -> Evidence:
     """For a "latest" question, the sentences that answer about as well as the best (``NEAR_BEST`` of it,
-    and over the threshold) newest article first; for "in March 2005", those published then first.
-    The rest keep their order after them."""
+    and over the threshold) newest article first; for "in March 2005", every sentence over the threshold
+    published then comes first (the question names the period: another year's better match is not its
+    answer). The rest keep their order after them."""
     if not (intent.latest or intent.prefer) or not evidence.sentences:
         return evidence
-    floor = max(threshold, NEAR_BEST * evidence.best)
+    floor = threshold if intent.prefer is not None else max(threshold, NEAR_BEST * evidence.best)
     near = [s for s in evidence.sentences if s.score >= floor]
     rest = [s for s in evidence.sentences if s.score < floor]
 
@@ -272,6 +275,17 @@ def _in_time_order(evidence: Evidence, passages: list[Passage], intent: TimeInte
 
     near.sort(key=when)  # stable: equal dates keep the selector's order
     return replace(evidence, sentences=near + rest, newest_first=intent.latest and len(near) > 1)
+
+
+def _of_period(evidence: Evidence, passages: list[Passage], period: tuple[datetime, datetime]) -> bool:
+    """Whether the best sentence can speak of ``period`` ("in 2024"): its article was published then, or its
+    passage names the year, or its article is undated (nothing says it is from another time). Otherwise
+    the articles hold other years' figures, not that one's."""
+    passage = passages[evidence.sentences[0].passage]
+    stamp = published_timestamp(passage.published)
+    if stamp is None:
+        return True
+    return period[0].timestamp() <= stamp <= period[1].timestamp() or str(period[0].year) in passage.text
 
 
 def _rank(evidence: Evidence) -> tuple[bool, float]:

@@ -134,7 +134,10 @@ def read_time_intent(question: str, now: Callable[[], datetime | None]) -> TimeI
             span = (_month_start(year, m), _month_start(year, m + 1) - timedelta(microseconds=1))
         else:
             span = (datetime(year, 1, 1, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC) - timedelta(microseconds=1))
-        return TimeIntent(latest=latest, prefer=span, phrase=period.group(0), content=content)
+        # Retrieval keeps "in March 2005" (an article of April may say "in March"); the selector and the check
+        # that the question's names and numbers occur in the passages do not: "March" is when, not what.
+        scored = _without(re.compile(r"\b(?:according to \w+ )?" + re.escape(period.group(0)), re.I), content)
+        return TimeIntent(latest=latest, prefer=span, phrase=period.group(0), content=content, scored=scored)
     return TimeIntent(latest=latest, phrase=LATEST.search(question).group(0) if latest else "", content=content)
 
 
