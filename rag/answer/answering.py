@@ -105,6 +105,10 @@ class Answerer:
         for standalone in rewrites:
             t2 = time.perf_counter()
             intent = read_time_intent(standalone, self._now)
+            if intent.prefer and intent.scored and self.retriever.newest_published() is None:
+                # No article is dated: "in 2023" can only be about what the text says, so it stays a word the
+                # passages must hold (the check that refuses "What was the trade in 2023?" on 2022 figures).
+                intent = replace(intent, scored="")
             if intent.event:
                 intent = self._dated_event(intent, standalone, filters)
             within = _within(filters, intent)
