@@ -62,7 +62,9 @@ from rag.text import split_sentences  # noqa: E402
 log = logging.getLogger("train.answer_selector")
 
 SQUAD = ROOT.parent / "shared" / "data" / "squad"
-BBC = Path(os.environ.get("RAG_BBC_DIR") or ROOT.parent / "shared" / "data" / "bbc")  # as scripts/test.sh finds it
+# Where scripts/test.sh finds it: RAG_BBC_DIR, the shared folder beside the repo, or the machine's copy.
+BBC = next((Path(p) for p in (os.environ.get("RAG_BBC_DIR"), ROOT.parent / "shared" / "data" / "bbc",
+                              "/work/shared/data/bbc") if p and Path(p).is_dir()), ROOT.parent / "shared" / "data" / "bbc")
 NEWS_QUESTIONS = ROOT / "train" / "data" / "news_questions.jsonl"
 NEWS_CORPUS = ROOT / "eval" / "news_corpus.txt"  # the eval sets' articles: never trained on
 @dataclass(frozen=True)
