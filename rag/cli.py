@@ -154,10 +154,12 @@ def stats(index: IndexOpt = None) -> None:
     from rag.store.sentence_vectors import SentenceVectors
 
     settings = _settings(index)
-    idx = Index.open(settings.index_dir)
+    idx = Index.open(settings.index_dir, milvus_uri=settings.milvus_uri)
 
     sentences = SentenceVectors.load(idx.generation)
     data = dict(idx.manifest.__dict__, index=str(settings.index_dir), size_bytes=idx.size_bytes(),
+                vector_store={**(idx.manifest.vector_store or {"kind": "faiss"}), "index": idx.vectors.describe(),
+                              "vectors": len(idx.vectors)},
                 sentence_vectors={"count": len(sentences), "model": sentences.model} if sentences else None)
     print(json.dumps(data, indent=2))
 

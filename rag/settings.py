@@ -98,6 +98,11 @@ class Settings(BaseSettings):
         "The ingest that crosses the size, or finds another kind, converts the index from its stored vectors.")
     vector_exact_max: int = Field(20_000, ge=0, description="Largest index auto keeps exact: a flat query costs "
                                   "~0.13 ms per 1000 chunks on one core, ~2.6 ms at 20k (bench/scale.py --flat-cost).")
+    vector_store: Literal["faiss", "milvus"] = Field(
+        "faiss", description="Where chunk vectors and BM25 search live: FAISS files in the index folder, or a "
+        "Milvus collection per generation (rag.store.milvus; pip install -e '.[milvus]'). Applied at the next ingest.")
+    milvus_uri: str = Field("", description="The Milvus of RAG_VECTOR_STORE=milvus: a Milvus Lite folder (default "
+                            "<index>/milvus.db, one process at a time) or a server, http://host:19530.")
     ivf_nprobe: int = Field(64, ge=1, description="IVF cells a query scans, of ~4*sqrt(chunks) (4096 at 10^6).")
     hnsw_m: int = Field(32, ge=4, le=128, description="HNSW links per vector (memory: 8*M bytes each at level 0).")
     hnsw_ef_construction: int = Field(80, ge=8, description="HNSW build candidate list (higher: better graph, slower).")

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import bm25s
+import bm25s.utils.json_functions
 import numpy as np
 import pytest
 
@@ -37,6 +38,13 @@ QUERIES = ["rice harvest", "running rice rice", "interest rates in March", "Bank
            "ran runs running"]
 NEVER_MERGE = MergePolicy(merge_factor=10**9, purge_fraction=2.0, max_segments=10**9)
 EAGER = MergePolicy(merge_factor=2, floor_docs=4, purge_fraction=0.2, max_segments=4)
+
+
+@pytest.fixture(autouse=True)
+def bm25s_writes_json_with_the_standard_library(monkeypatch):
+    """Old-format folders are written by bm25s itself, which uses orjson when it is installed (pymilvus
+    brings it) and orjson rejects bm25s's integer keys; its own fallback writes them."""
+    monkeypatch.setattr(bm25s.utils.json_functions, "dumps", bm25s.utils.json_functions.dumps_with_builtin)
 
 
 def _texts(rng: random.Random, n: int) -> list[str]:

@@ -56,7 +56,7 @@ def open_pipeline(settings: Settings, embedder: Embedder, generator: Generator |
 
 def open_index(settings: Settings, embedder: Embedder, index_dir: Path | None = None) -> Index:
     """The live generation, checked against the model that will query it."""
-    return Index.open(index_dir or settings.index_dir, model=embedder.model_id)
+    return Index.open(index_dir or settings.index_dir, model=embedder.model_id, milvus_uri=settings.milvus_uri)
 
 
 def sentence_cache(index: Index, embedder: Embedder) -> VectorCache:

@@ -150,7 +150,8 @@ def ingest(paths: list[Path], root: Path, embedder: Embedder, chunker: Chunker, 
         changed = _load_changes(paths, limits, previous.hashes() if previous else {}, report)
         unchanged = previous is not None and not (report.added or report.updated or report.removed)
         if unchanged and not _lacks_sentence_vectors(previous, sentence_embedder) \
-                and dedup.Signatures.load(previous.generation) is not None:
+                and dedup.Signatures.load(previous.generation) is not None \
+                and previous.manifest.store == vector_policy.store:  # RAG_VECTOR_STORE changed: moved by a new generation
             report.documents_total, report.chunks_total = previous.counts()
             previous.close()
         else:

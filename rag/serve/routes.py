@@ -114,7 +114,7 @@ def readyz(state: ServiceState = Depends(service)) -> Response:
                             status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
     m = loaded.index.manifest
     body = {"status": "ready", "documents": m.documents, "chunks": m.chunks,
-            "generation": m.generation, "generator": loaded.answerer.generator.name}
+            "generation": m.generation, "vector_store": m.store, "generator": loaded.answerer.generator.name}
     if state.load_error:  # a newer generation failed: still serving this one
         body["reload_error"] = state.load_error
     return JSONResponse(body)

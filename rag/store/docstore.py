@@ -30,6 +30,7 @@ class ChunkText(NamedTuple):
     id: int
     title: str
     text: str
+    doc_id: str = ""
 
 
 class DocStore:
@@ -113,9 +114,9 @@ class DocStore:
             yield Document(doc_id, title, text, source, published)
 
     def iter_chunk_texts(self) -> Iterator[ChunkText]:
-        """(id, title, text) of every chunk in id order, for building the lexical index."""
+        """(id, title, text, doc_id) of every chunk in id order, for building the lexical index."""
         for row in self._rows(
-                "SELECT c.id, d.title, c.text FROM chunks c JOIN documents d USING (doc_id) ORDER BY c.id"):
+                "SELECT c.id, d.title, c.text, c.doc_id FROM chunks c JOIN documents d USING (doc_id) ORDER BY c.id"):
             yield ChunkText(*row)
 
     def document(self, doc_id: str) -> Document | None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from rag.durable import write_durably
 from rag.errors import UserError
 from rag.filters import Filters
 from rag.records import Document, Ranked, StoredChunk
+from rag.store import milvus
 from rag.store.catalogue import Catalogue
 from rag.store.docstore import ChunkText, DocStore
 from rag.store.lexical import LexicalIndex
@@ -63,6 +64,7 @@ class Manifest:
     next_id: int
     built_at: str
     generation: str
+    vector_store: dict[str, Any] | None = None  # None: FAISS (vectors.faiss); else where Milvus holds them
 
     @classmethod
     def read(cls, folder: Path) -> Manifest:
@@ -74,7 +76,13 @@ class Manifest:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
     def write(self, folder: Path) -> None:
-        write_durably(folder / MANIFEST, json.dumps(self.__dict__, indent=2).encode("utf-8"))
+        data = {k: v for k, v in self.__dict__.items() if v is not None or k != "vector_store"}
+        write_durably(folder / MANIFEST, json.dumps(data, indent=2).encode("utf-8"))
+
+    @property
+    def store(self) -> str:
+        """Which store holds the chunk vectors: ``faiss`` or ``milvus``."""
+        return (self.vector_store or {}).get("kind", "faiss")
 
 
 def current_generation(root: Path) -> Path | None:
@@ -98,11 +106,13 @@ class Index:
         self._catalogue_lock = threading.Lock()
 
     @classmethod
-    def open(cls, root: Path, model: str | None = None) -> Index:
+    def open(cls, root: Path, model: str | None = None, milvus_uri: str = "") -> Index:
         """Open the live generation under ``root``.
 
         Args:
             model: when given, the embedding model the caller will query with; it must match.
+            milvus_uri: where to reach the Milvus a ``milvus`` index lives in, when not at the URI its
+                ingest used (a server behind another address).
         Raises:
             IndexNotFound: nothing published yet.
             IndexIncompatible: other model or format version (the message says to re-ingest).
@@ -115,7 +125,11 @@ class Index:
             raise IndexIncompatible(
                 f"index at {root} was built with embedding model {manifest.model!r}, but {model!r} is "
                 f"configured: re-ingest (rag ingest ... --index {root} --rebuild) or configure that model")
-        vectors = VectorIndex.load(gen / VECTORS)
+        if manifest.store == milvus.STORE:
+            where = milvus.Collection.from_manifest(manifest.vector_store)
+            vectors = milvus.MilvusVectors(replace(where, uri=milvus_uri) if milvus_uri else where, manifest.dimension)
+        else:
+            vectors = VectorIndex.load(gen / VECTORS)
         if vectors.dimension != manifest.dimension:
             raise IndexIncompatible(f"index at {root} is damaged (vector dimension); re-ingest it")
         return cls(root, gen, manifest, vectors, DocStore(gen / DOCSTORE, readonly=True),
@@ -134,6 +148,8 @@ class Index:
 
     def lexical_search(self, query: str, k: int, allowed: np.ndarray | None = None) -> Ranked:
         """Top-k (chunk id, BM25 score) pairs with a positive score, best first; only ``allowed`` when given."""
+        if self.manifest.store == milvus.STORE:  # Milvus's full-text search over our BM25 terms
+            return self.vectors.lexical_search(self.lexical.stems(query), k, allowed)
         return self.lexical.search(query, k, allowed)
 
     def allowed_ids(self, filters: Filters) -> np.ndarray:

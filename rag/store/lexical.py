@@ -475,8 +475,9 @@ class LexicalIndex:
         parts = [(K1 * (1 - B + B * s.lengths / avgdl)).astype(np.float32) for s in self.segments]
         return np.concatenate(parts) if parts else np.empty(0, dtype=np.float32)
 
-    def _stems(self, text: str) -> list[str]:
-        """bm25s's query tokens: lowercased words of its pattern, less stopwords, stemmed."""
+    def stems(self, text: str) -> list[str]:
+        """bm25s's tokens of ``text``: lowercased words of its pattern, less stopwords, stemmed (what a
+        chunk is indexed by and a query searches with)."""
         words = self._tokenizer.splitter(text.lower())
         with self._stem_lock:
             return [self._tokenizer.stemmer(w) for w in words if w not in self._stopwords]
@@ -512,7 +513,7 @@ class LexicalIndex:
 
     def _query_terms(self, query: str) -> list[tuple[float, _Matches]]:
         """(occurrences * idf, postings) of each indexed query term, largest weight first."""
-        weights = Counter(self._stems(query))
+        weights = Counter(self.stems(query))
         matches = {stem: m for stem, m in zip(weights, self._matches(list(weights))) if m.df > 0}
         if not matches:  # as bm25s: a query with no indexed term is the empty text, which matches empty chunks
             weights, matches = Counter([""]), {"": self._matches([""])[0]}

@@ -103,6 +103,8 @@ class VectorPolicy:
         ivf_nprobe: cells an IVF query scans (64 of 4096 at 10^6: 1.6% of the vectors).
         hnsw_m, hnsw_ef_construction, hnsw_ef_search: HNSW links per node, and the candidate
             lists of a build and of a query.
+        store: ``faiss`` (vectors.faiss in the generation) or ``milvus`` (``rag.store.milvus``).
+        milvus_uri: the Milvus a ``milvus`` store writes to ("": ``<index>/milvus.db``, Milvus Lite).
     """
 
     kind: VectorKind = VectorKind.AUTO
@@ -111,11 +113,14 @@ class VectorPolicy:
     hnsw_m: int = 32
     hnsw_ef_construction: int = 80
     hnsw_ef_search: int = 128
+    store: str = "faiss"
+    milvus_uri: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> VectorPolicy:
         return cls(VectorKind.from_str(settings.vector_index), settings.vector_exact_max, settings.ivf_nprobe,
-                   settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
+                   settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search,
+                   settings.vector_store, settings.milvus_uri)
 
     def layout_for(self, n: int) -> Layout:
         """The layout an index of ``n`` vectors gets; an empty one is flat (nothing to train on).

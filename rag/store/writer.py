@@ -30,8 +30,11 @@ import numpy as np
 from rag.durable import fsync_path, fsync_tree, write_durably
 from rag.errors import UserError
 from rag.records import Chunk, Document
+from rag.store import milvus
 from rag.store.docstore import ChunkText, DocStore
 from rag.store.index import BM25_DIR, CURRENT, DOCSTORE, FORMAT_VERSION, VECTORS, Index, Manifest
+from rag.store.lexical import K1 as BM25_K1
+from rag.store.lexical import B as BM25_B
 from rag.store.lexical import LexicalIndex, chunk_text
 from rag.store.vectors import VectorIndex, VectorPolicy
 
@@ -79,41 +82,97 @@ def write_generation(root: Path, previous: Index | None, *, removed: list[str], 
         vector_policy: the kind of vector index to write (exact, IVF, HNSW; ``rag.store.vectors``).
     """
     staging = staging_dir(root)
+    name = next_generation_name(root)
+    collection: milvus.Collection | None = None
     try:
         if previous:
             shutil.copy2(previous.generation / DOCSTORE, staging / DOCSTORE)
-            index = previous.vectors.clone()
             first_id = previous.manifest.next_id
             stale_ids = previous.docstore.chunk_ids_of(removed)
             previous.close()
         else:
-            index, first_id, stale_ids = VectorIndex.new(dimension), 0, []
+            first_id, stale_ids = 0, []
         ids = np.arange(first_id, first_id + len(chunks), dtype=np.int64)
         store = DocStore(staging / DOCSTORE)
         store.apply(removed, documents, list(zip(ids.tolist(), chunks)))
-        index = index.updated(stale_ids, ids, vectors, vector_policy)
-        index.save(staging / VECTORS)
         rows = list(store.iter_chunk_texts())
+        titles = {d.doc_id: d.title for d in documents}
         if previous and previous.lexical.incremental:  # one segment for the new chunks, tombstones for the stale
-            titles = {d.doc_id: d.title for d in documents}
             lexical = previous.lexical.updated(ids.tolist(), [chunk_text(titles[c.doc_id], c.text) for c in chunks],
                                                removed=stale_ids)
         else:  # from scratch, or a bm25s index from before segments: every chunk once
             lexical = LexicalIndex.build([r.id for r in rows], [chunk_text(r.title, r.text) for r in rows])
         lexical.save(staging / BM25_DIR)
+        carried = [r for r in rows if r.id < first_id]  # the previous generation's chunks that stay
+        if vector_policy.store == milvus.STORE:
+            collection = _write_milvus(root, name, previous, carried, ids, chunks, titles, vectors, dimension,
+                                       lexical, vector_policy)
+        else:
+            _write_faiss(staging, previous, stale_ids, carried, ids, vectors, dimension, vector_policy)
         if extra is not None:
             extra(staging, rows)
         n_documents, n_chunks = store.counts()
         store.close()
-        name = next_generation_name(root)
         Manifest(format_version=FORMAT_VERSION, model=model, dimension=dimension, chunker=chunker,
                  documents=n_documents, chunks=n_chunks, next_id=int(first_id + len(chunks)),
-                 built_at=datetime.now(UTC).isoformat(timespec="seconds"), generation=name).write(staging)
+                 built_at=datetime.now(UTC).isoformat(timespec="seconds"), generation=name,
+                 vector_store=collection.to_manifest() if collection else None).write(staging)
+        before = named_by_current(root)
         final = publish(root, staging, name)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        if collection is not None and named_by_current(root) != name:
+            milvus.drop(collection.uri, collection.name)
         raise
+    if collection is not None:  # as publish keeps the generation before: a server may still be reading it
+        live = {collection.name} | ({milvus.collection_name(collection.prefix, before)} if before else set())
+        milvus.drop_except(collection.uri, collection.prefix, live)
     return Written(final, n_documents, n_chunks, len(stale_ids))
+
+
+def _write_faiss(staging: Path, previous: Index | None, stale_ids: list[int], carried: list[ChunkText],
+                 ids: np.ndarray, vectors: np.ndarray, dimension: int, policy: VectorPolicy) -> None:
+    """vectors.faiss: the previous index updated in place, or built from the previous store's vectors."""
+    removed = stale_ids
+    if previous is None:
+        index = VectorIndex.new(dimension)
+    elif isinstance(previous.vectors, VectorIndex):
+        index = previous.vectors.clone()
+    else:  # the index moves back from Milvus: its vectors come along
+        kept = np.asarray([r.id for r in carried], dtype=np.int64)
+        index, removed = VectorIndex.new(dimension).updated([], kept, _vectors_of(previous, kept), policy), []
+    index = index.updated(removed, ids, vectors, policy)
+    index.save(staging / VECTORS)
+
+
+def _vectors_of(previous: Index, ids: np.ndarray, batch: int = milvus.COPY_BATCH) -> np.ndarray:
+    parts = [previous.vectors.vectors(ids[i:i + batch]) for i in range(0, len(ids), batch)]
+    return np.concatenate(parts) if parts else np.empty((0, previous.manifest.dimension), dtype=np.float32)
+
+
+def _write_milvus(root: Path, name: str, previous: Index | None, carried: list[ChunkText], ids: np.ndarray,
+                  chunks: list[Chunk], titles: dict[str, str], vectors: np.ndarray, dimension: int,
+                  lexical: LexicalIndex, policy: VectorPolicy) -> milvus.Collection:
+    """The generation's Milvus collection: the previous generation's rows that stay, plus the new chunks."""
+    uri = milvus.resolve_uri(policy.milvus_uri) if policy.milvus_uri else milvus.default_uri(root)
+    before = previous.manifest.vector_store if previous else None
+    same = before is not None and before.get("uri") == uri
+    prefix = before["prefix"] if same else milvus.new_prefix()
+
+    def terms(title: str, text: str) -> str:
+        return " ".join(lexical.stems(chunk_text(title, text)))
+
+    new = [{"id": int(i), "doc_id": c.doc_id, "text": c.text, "terms": terms(titles[c.doc_id], c.text),
+            "dense": np.asarray(v, dtype=np.float32).tolist()} for i, c, v in zip(ids, chunks, vectors)]
+    pages = [carried[i:i + milvus.COPY_BATCH] for i in range(0, len(carried), milvus.COPY_BATCH)]
+    if same:  # Milvus to Milvus: the rows as they are
+        keep = (previous.vectors.rows_of([r.id for r in page]) for page in pages)
+    else:  # from FAISS (or another Milvus): vectors from the old store, terms from the docstore's text
+        keep = ([{"id": r.id, "doc_id": r.doc_id, "text": r.text, "terms": terms(r.title, r.text), "dense": v.tolist()}
+                 for r, v in zip(page, _vectors_of(previous, np.asarray([r.id for r in page], dtype=np.int64)))]
+                for page in pages)
+    return milvus.write_collection(uri, prefix, name, dimension, policy, rows=len(carried) + len(new), keep=keep,
+                                   new=new, k1=BM25_K1, b=BM25_B)
 
 
 def staging_dir(root: Path) -> Path:
