@@ -652,11 +652,13 @@ def main() -> None:
     parser.add_argument("--max-len", type=int, default=Config.max_len, help="wordpieces per pair in training")
     parser.add_argument("--val-questions", type=int, default=Config.val_questions, help="held-out questions scored")
     parser.add_argument("--news", action="store_true", help="add the news stage (tried, not shipped yet: MODEL_CARD.md)")
+    parser.add_argument("--news-replay", type=float, default=Config.news_replay,
+                        help="news stage: SQuAD pairs per news pair (keeps what stage 1 learnt)")
     parser.add_argument("--validate-only", action="store_true", help="validate the model already in --out")
     args = parser.parse_args()
     cfg = Config(questions=args.questions, val_questions=args.val_questions, max_steps=args.max_steps,
                  stage2_questions=args.stage2_questions, answer_removed=args.answer_removed,
-                 max_len=args.max_len, news=args.news)
+                 max_len=args.max_len, news=args.news, news_replay=args.news_replay)
     args.work.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         handlers=[logging.StreamHandler(), logging.FileHandler(args.work / "train.log")])
