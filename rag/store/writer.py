@@ -79,7 +79,8 @@ def write_generation(root: Path, previous: Index | None, *, removed: list[str], 
         documents, chunks, vectors: what is new; ``vectors[i]`` embeds ``chunks[i]``.
         model, dimension, chunker: recorded in the manifest (a reader checks them).
         extra: writes more files into the staging folder before publishing (the sentence vectors).
-        vector_policy: the kind of vector index to write (exact, IVF, HNSW; ``rag.store.vectors``).
+        vector_policy: the kind of vector index to write (exact, IVF, HNSW; ``rag.store.vectors``) and where:
+            FAISS files in the generation, or a Milvus collection of its own (``rag.store.milvus``).
     """
     staging = staging_dir(root)
     name = next_generation_name(root)
