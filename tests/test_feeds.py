@@ -215,6 +215,44 @@ def test_feed_pages_land_in_the_index_politely_and_a_rerun_fetches_only_new_item
     assert "outer islands" in docs["ferry-2005"].text and set(TOPICS) <= set(docs) and len(docs) == len(TOPICS) + 5
 
 
+def test_two_feed_ingests_at_once_keep_both_feeds_records(site, tmp_path, embedder, chunker, monkeypatch):
+    """feeds.json is read before the fetch and written after the publish: a second feed ingest of the same
+    index, started meanwhile, must neither fail on the ingest lock nor overwrite the first one's records."""
+    import json
+
+    from rag.ingest import feeds
+
+    root = tmp_path / "index"
+    ingest([write_corpus(tmp_path / "articles")], root, embedder, chunker)
+    real = feeds.add_documents
+
+    def slow(*args, **kwargs):  # holds the first run between its fetch and its publish
+        time.sleep(1.0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(feeds, "add_documents", slow)
+    results, errors = [], []
+
+    def run(feed: str) -> None:
+        try:
+            results.append(_run(site, root, embedder, chunker, feeds=(feed,)))
+        except Exception as exc:  # noqa: BLE001  (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(feed,)) for feed in ("/rss.xml", "/atom.xml")]
+    for t in threads:
+        t.start()
+        time.sleep(0.2)
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors and len(results) == 2
+    recorded = json.loads((root / STATE_FILE).read_text())["feeds"]
+    assert len(recorded) == 2 and all(r["entries"] for r in recorded.values())
+    before = Counter(site.hits)
+    _run(site, root, embedder, chunker)
+    assert not {p for p in site.hits - before if p.startswith("/news/")} - {"/news/missing.html"}
+
+
 def test_a_local_feed_file_through_the_cli(site, tmp_path):
     feed = tmp_path / "harbour.xml"
     site.rss_items = site.rss_items[:1]

@@ -27,11 +27,14 @@ is published; documents are only ever added (``rag.ingest.pipeline.add_documents
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -452,6 +455,24 @@ def add_feeds(feeds: list[str], root: Path, embedder: Embedder, chunker: Chunker
     for feed in feeds:
         if not _is_url(feed) and not Path(feed).is_file():
             raise UserError(f"no such feed file {feed}, and not an http(s) URL")
+    # feeds.json is read before the fetch and written after the publish (the ingest lock covers only the
+    # publish): a second feed ingest of this index waits here, so neither overwrites the other's records.
+    with _state_lock(root):
+        return _add_feeds(feeds, root, embedder, chunker, policy, batch_size=batch_size, progress=progress,
+                          sentence_embedder=sentence_embedder, vector_policy=vector_policy, record_bytes=record_bytes)
+
+
+@contextmanager
+def _state_lock(root: Path) -> Iterator[None]:
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".feeds.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def _add_feeds(feeds: list[str], root: Path, embedder: Embedder, chunker: Chunker, policy: FetchPolicy, *,
+               batch_size: int, progress: ProgressFn | None, sentence_embedder: Embedder | None,
+               vector_policy: VectorPolicy, record_bytes: int) -> FeedReport:
     state = FeedState.load(root)
     indexed, chunks = _indexed(root)
     report = FeedReport(IngestReport(index=str(root)))
