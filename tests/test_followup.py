@@ -45,13 +45,23 @@ class TestRewrite:
         assert referent(history) == "Cambodia"
 
     def test_every_reading_of_a_pronoun_is_offered_and_a_name_the_question_has_is_not(self):
-        history = [Turn("user", "How large is Pakistan's population?"), Turn("assistant", "240 million [1].")]
-        assert referents(history) == ["Pakistan's population", "Pakistan"]
-        assert rewrite_candidates("Which of Cambodia's products could it buy?", history) == [
-            "Which of Cambodia's products could Pakistan's population buy?",
-            "Which of Cambodia's products could Pakistan buy?"]
+        history = [Turn("user", "What is Pakistan's role in the OIC?"), Turn("assistant", "A key member [1].")]
+        assert referents(history) == ["Pakistan's role in the OIC", "Pakistan", "OIC"]
+        assert rewrite_candidates("When did it begin?", history) == [
+            "When did Pakistan's role in the OIC begin?", "When did Pakistan begin?", "When did OIC begin?"]
         assert rewrite_candidates("When did Cambodia and Pakistan establish relations?", history) == [
             "When did Cambodia and Pakistan establish relations?"]
+
+    def test_after_a_measure_of_something_it_is_that_thing_first(self):
+        # "How large is Pakistan's population?" asks for a number about Pakistan; the next "it" is Pakistan.
+        history = [Turn("user", "How large is Pakistan's population?"), Turn("assistant", "240 million [1].")]
+        assert referents(history) == ["Pakistan", "Pakistan's population"]
+        assert rewrite_candidates("Which of Cambodia's products could it buy?", history) == [
+            "Which of Cambodia's products could Pakistan buy?",
+            "Which of Cambodia's products could Pakistan's population buy?"]
+        # "how many" counts things that may be what comes next: the phrase stays first.
+        counted = [Turn("user", "How many jobs will Rover's closure cost?"), Turn("assistant", "6,000 [1].")]
+        assert referents(counted)[0] == "jobs will Rover's closure cost"
 
     @pytest.mark.parametrize("question, expected", [
         ("What is the Cambodia-Korea Free Trade Agreement?", "the Cambodia-Korea Free Trade Agreement"),

@@ -14,6 +14,9 @@ _LEADING = re.compile(r"^(?:(?:how\s+\w+|what|which|who|whom|when|where|why|is|a
                       r"had|can|could|will|would|should|tell|me|about|and|so|more|many|much|long|far|often)\b\s*)+",
                       re.I)
 _ELLIPTIC = re.compile(r"^(and|what about|how about|and what about|why|how come|since when)\b", re.I)
+# "How large is Pakistan's population?" asks for a measure of Pakistan: the next "it" is Pakistan, not the number.
+_MEASURE = re.compile(r"^\s*how\s+(large|big|long|old|far|high|tall|wide|deep|fast|small|heavy)\b", re.I)
+_POSSESSOR = re.compile(r"^(?:the\s+)?(.+?)[’']s\s+\w+", re.I)
 
 
 def subject_of(question: str) -> str:
@@ -36,8 +39,9 @@ def needs_context(question: str) -> bool:
 def referent(history: list[Turn]) -> str:
     """What a pronoun in the next question most likely points at.
 
-    After "Which …?" or "Who …?" it is the name the answer introduced; otherwise the subject of
-    the last user question.
+    After "Which …?" or "Who …?" it is the name the answer introduced; after "How large is X's Y?"
+    it is X (a measure is not what the next question is about); otherwise the subject of the last
+    user question.
     """
     users = [i for i, t in enumerate(history) if t.role == "user"]
     if not users:
@@ -49,7 +53,11 @@ def referent(history: list[Turn]) -> str:
         fresh = [e for e in entities(MARKER.sub("", reply)) if not {w.lower() for w in e.split()} <= known]
         if fresh:
             return fresh[0]
-    return subject_of(asked)
+    subject = subject_of(asked)
+    owner = _POSSESSOR.match(subject)
+    if _MEASURE.match(asked) and owner and owner.group(1) in {re.sub(r"[’']s$", "", e) for e in entities(asked)}:
+        return owner.group(1)
+    return subject
 
 
 def referents(history: list[Turn]) -> list[str]:
@@ -57,12 +65,14 @@ def referents(history: list[Turn]) -> list[str]:
     the names of the last question ("How large is Pakistan's population?" → also "Pakistan").
 
     Example:
-        >>> referents([Turn("user", "How large is Pakistan's population?"), Turn("assistant", "…")])
-        ["Pakistan's population", 'Pakistan']
+        >>> referents([Turn("user", "What is Pakistan's role in the OIC?"), Turn("assistant", "…")])
+        ["Pakistan's role in the OIC", 'Pakistan', 'OIC']
     """
     first = referent(history)
     users = [t.content for t in history if t.role == "user"]
     names = [re.sub(r"[’']s$", "", e) for e in entities(users[-1])] if users else []
+    if users and _MEASURE.match(users[-1]):
+        names.insert(0, subject_of(users[-1]))  # the measured thing itself, after its owner
     return list(dict.fromkeys(r for r in [first, *names] if r))
 
 
