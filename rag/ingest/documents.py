@@ -379,7 +379,7 @@ def iter_files(paths: list[Path]) -> Iterator[tuple[Path, Path] | Skipped]:
                 yield file, root
 
 
-def _load_file(file: Path, root: Path, limits: Limits) -> Iterator[Document | Skipped]:
+def load_file(file: Path, root: Path, limits: Limits) -> Iterator[Document | Skipped]:
     """One file's documents; anything it raises skips what is left of the file, with the reason."""
     loader = _LOADERS.get(file.suffix.lower())
     if file.stem.lower() in FOLDER_DOC_STEMS:
@@ -393,7 +393,7 @@ def _load_file(file: Path, root: Path, limits: Limits) -> Iterator[Document | Sk
             yield Skipped(str(file), _reason(exc))
 
 
-def _admitted(doc: Document, file: Path, seen: set[str], limits: Limits) -> Document | Skipped:
+def admit(doc: Document, file: Path, seen: set[str], limits: Limits) -> Document | Skipped:
     """``doc`` if it has text, within the record cap, and a doc_id not loaded before; else why not."""
     where = f"{file}#{doc.doc_id}"
     if not doc.text.strip():
@@ -418,8 +418,8 @@ def iter_documents(paths: list[Path], limits: Limits = DEFAULT_LIMITS) -> Iterat
         if isinstance(item, Skipped):
             yield item
             continue
-        for loaded in _load_file(*item, limits):
-            yield loaded if isinstance(loaded, Skipped) else _admitted(loaded, item[0], seen, limits)
+        for loaded in load_file(*item, limits):
+            yield loaded if isinstance(loaded, Skipped) else admit(loaded, item[0], seen, limits)
 
 
 def load_documents(paths: list[Path], limits: Limits = DEFAULT_LIMITS) -> tuple[list[Document], list[Skipped]]:

@@ -7,9 +7,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
+
+import numpy as np
 
 from rag.embedding.factory import build_embedder, build_sentence_embedder
 from rag.embedding.model import Embedder
@@ -18,7 +21,7 @@ from rag.ingest import dedup
 from rag.ingest.chunking import Chunker
 from rag.ingest.documents import DEFAULT_LIMITS, Limits, document_warnings, iter_documents
 from rag.ingest.vectors import ProgressFn, build_sentence_vectors, embed_chunks
-from rag.records import Document, Skipped
+from rag.records import Chunk, Document, Skipped
 from rag.settings import Settings
 from rag.store.docstore import ChunkText, DocStore
 from rag.store.index import DOCSTORE, Index, IndexIncompatible, IndexNotFound
@@ -102,7 +105,31 @@ def same_vectors(made_by: str, now_by: str) -> bool:
     return made_by == now_by or {made_by, now_by} <= FLOAT_RUNTIMES
 
 
-def _load_changes(paths: list[Path], limits: Limits, old_hashes: dict[str, str], report: IngestReport) -> list[Document]:
+class Engine(Protocol):
+    """Where loading, chunking and embedding run: here (``LocalEngine``) or on Ray (``rag.ingest.ray_engine``)."""
+
+    def documents(self, paths: list[Path], limits: Limits) -> Iterator[Document | Skipped]: ...
+
+    def chunk_and_embed(self, changed: list[Document], chunker: Chunker, embedder: Embedder, batch_size: int,
+                        progress: ProgressFn | None = None) -> tuple[list[Chunk], np.ndarray, float]: ...
+
+
+class LocalEngine:
+    """In this process: ``iter_documents``, then the chunker and ``embed_chunks``."""
+
+    def documents(self, paths: list[Path], limits: Limits) -> Iterator[Document | Skipped]:
+        return iter_documents(paths, limits)
+
+    def chunk_and_embed(self, changed: list[Document], chunker: Chunker, embedder: Embedder, batch_size: int,
+                        progress: ProgressFn | None = None) -> tuple[list[Chunk], np.ndarray, float]:
+        pairs = [(c, doc.title) for doc in changed for c in chunker.chunk(doc)]
+        vectors, seconds = embed_chunks(embedder, [chunker.embedding_text(c, title) for c, title in pairs],
+                                        batch_size, progress)
+        return [c for c, _ in pairs], vectors, seconds
+
+
+def _load_changes(paths: list[Path], limits: Limits, old_hashes: dict[str, str], report: IngestReport,
+                  engine: Engine | None = None) -> list[Document]:
     """The new and changed documents (new first), with ``report``'s diff filled in.
 
     Unchanged documents are counted and dropped as they stream past, so a re-ingest of a large
@@ -111,7 +138,7 @@ def _load_changes(paths: list[Path], limits: Limits, old_hashes: dict[str, str],
     added: list[Document] = []
     updated: list[Document] = []
     seen: set[str] = set()
-    for item in iter_documents(paths, limits):
+    for item in (engine or LocalEngine()).documents(paths, limits):
         if isinstance(item, Skipped):
             report.skipped.append(item)
             continue
@@ -132,7 +159,7 @@ def _load_changes(paths: list[Path], limits: Limits, old_hashes: dict[str, str],
 def ingest(paths: list[Path], root: Path, embedder: Embedder, chunker: Chunker, *, batch_size: int = 16,
            rebuild: bool = False, progress: ProgressFn | None = None,
            sentence_embedder: Embedder | None = None, limits: Limits = DEFAULT_LIMITS,
-           vector_policy: VectorPolicy = VectorPolicy()) -> IngestReport:
+           vector_policy: VectorPolicy = VectorPolicy(), engine: Engine | None = None) -> IngestReport:
     """Bring the index at ``root`` in line with the documents under ``paths``.
 
     Only documents whose content hash changed are chunked and embedded; documents no longer present
@@ -147,7 +174,7 @@ def ingest(paths: list[Path], root: Path, embedder: Embedder, chunker: Chunker, 
     report = IngestReport(index=str(root))
     with ingest_lock(root):
         previous, report.rebuilt = _previous(root, embedder, chunker, rebuild)
-        changed = _load_changes(paths, limits, previous.hashes() if previous else {}, report)
+        changed = _load_changes(paths, limits, previous.hashes() if previous else {}, report, engine)
         unchanged = previous is not None and not (report.added or report.updated or report.removed)
         if unchanged and not _lacks_sentence_vectors(previous, sentence_embedder) \
                 and dedup.Signatures.load(previous.generation) is not None \
@@ -156,7 +183,7 @@ def ingest(paths: list[Path], root: Path, embedder: Embedder, chunker: Chunker, 
             previous.close()
         else:
             _publish(root, previous, changed, report, embedder, chunker, batch_size, progress, sentence_embedder,
-                     vector_policy)
+                     vector_policy, engine)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -198,12 +225,10 @@ def _dedup_pass(folder: Path, previous: dedup.Signatures | None, removed: set[st
 def _publish(root: Path, previous: Index | None, changed: list[Document], report: IngestReport,
              embedder: Embedder, chunker: Chunker, batch_size: int,
              progress: ProgressFn | None, sentence_embedder: Embedder | None = None,
-             vector_policy: VectorPolicy = VectorPolicy()) -> None:
-    """Chunk and embed ``changed``, then let the store write and publish the next generation."""
-    pairs = [(c, doc.title) for doc in changed for c in chunker.chunk(doc)]
-    chunks = [c for c, _ in pairs]
-    vectors, report.embed_seconds = embed_chunks(embedder, [chunker.embedding_text(c, title) for c, title in pairs],
-                                                 batch_size, progress)
+             vector_policy: VectorPolicy = VectorPolicy(), engine: Engine | None = None) -> None:
+    """Chunk and embed ``changed`` (on ``engine``), then let the store write and publish the next generation."""
+    chunks, vectors, report.embed_seconds = (engine or LocalEngine()).chunk_and_embed(changed, chunker, embedder,
+                                                                                      batch_size, progress)
     old_sentences = SentenceVectors.load(previous.generation) if previous and sentence_embedder else None
     old_signatures = dedup.Signatures.load(previous.generation) if previous else None
     removed = set(report.updated + report.removed)
@@ -301,13 +326,26 @@ def build_chunker(settings: Settings, embedder: Embedder) -> Chunker:
 
 
 def ingest_paths(settings: Settings, paths: list[Path], *, rebuild: bool = False,
-                 progress: ProgressFn | None = None, sentences: bool = True) -> IngestReport:
-    """Ingest as `rag ingest` does: chunks embedded by sentence-transformers; evidence sentences (when
-    ``settings.sentence_vectors``) by the answer-time model, which this also readies for `rag serve`."""
+                 progress: ProgressFn | None = None, sentences: bool = True, engine: str = "local",
+                 ray_address: str | None = None) -> IngestReport:
+    """Ingest as `rag ingest` does: chunks embedded by the ingest model; evidence sentences (when
+    ``settings.sentence_vectors``) by the answer-time model, which this also readies for `rag serve`.
+    ``engine="ray"`` runs loading, chunking and embedding on Ray (``rag.ingest.ray_engine``)."""
+    if engine not in ("local", "ray"):
+        raise UserError(f"--engine must be local or ray, not {engine!r}")
     embedder = build_embedder(settings)
     sentence_embedder = build_sentence_embedder(settings) if sentences else None
-    return ingest(paths, settings.index_dir, embedder, build_chunker(settings, embedder),
-                  batch_size=settings.embedding_batch_size, rebuild=rebuild, progress=progress,
-                  sentence_embedder=sentence_embedder if settings.sentence_vectors else None,
-                  limits=Limits.from_settings(settings), vector_policy=VectorPolicy.from_settings(settings))
 
+    def run(on: Engine | None) -> IngestReport:
+        return ingest(paths, settings.index_dir, embedder, build_chunker(settings, embedder),
+                      batch_size=settings.embedding_batch_size, rebuild=rebuild, progress=progress,
+                      sentence_embedder=sentence_embedder if settings.sentence_vectors else None,
+                      limits=Limits.from_settings(settings), vector_policy=VectorPolicy.from_settings(settings),
+                      engine=on)
+
+    if engine == "local":
+        return run(None)
+    from rag.ingest.ray_engine import RayEngine, ray_session
+
+    with ray_session(ray_address):
+        return run(RayEngine(settings))
