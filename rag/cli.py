@@ -163,7 +163,7 @@ def stats(index: IndexOpt = None) -> None:
 
     sentences = SentenceVectors.load(idx.generation)
     data = dict(idx.manifest.__dict__, index=str(settings.index_dir), size_bytes=idx.size_bytes(),
-                vector_store={**(idx.manifest.vector_store or {"kind": "faiss"}), "index": idx.vectors.describe(),
+                vector_store={**(idx.manifest.vector_store or {"kind": "faiss"}), "search": idx.vectors.describe(),
                               "vectors": len(idx.vectors)},
                 sentence_vectors={"count": len(sentences), "model": sentences.model} if sentences else None)
     print(json.dumps(data, indent=2))

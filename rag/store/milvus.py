@@ -140,7 +140,7 @@ class MilvusVectors:
             self._count = int(stats.get("row_count", 0))
         return self._count
 
-    def _filter(self, allowed: np.ndarray | None) -> str:
+    def _filter(self, allowed: np.ndarray | list[int] | None) -> str:
         if allowed is None:
             return ""
         return f"id in [{','.join(map(str, np.asarray(allowed, dtype=np.int64).tolist()))}]"
@@ -171,7 +171,7 @@ class MilvusVectors:
         ids = [int(i) for i in ids]
         if not ids:
             return np.empty((0, self.dimension), dtype=np.float32)
-        rows = self._client.query(self.collection.name, filter=f"id in [{','.join(map(str, ids))}]",
+        rows = self._client.query(self.collection.name, filter=self._filter(ids),
                                   output_fields=["id", "dense"], limit=len(ids))
         by_id = {int(r["id"]): r["dense"] for r in rows}  # Milvus returns them in no particular order
         return np.asarray([by_id[i] for i in ids], dtype=np.float32)
@@ -180,7 +180,7 @@ class MilvusVectors:
         """The rows (id, doc_id, text, terms, dense) of ``ids``: what the next generation copies."""
         if not ids:
             return []
-        return self._client.query(self.collection.name, filter=f"id in [{','.join(map(str, ids))}]",
+        return self._client.query(self.collection.name, filter=self._filter(ids),
                                   output_fields=["id", "doc_id", "text", "terms", "dense"], limit=len(ids))
 
 
