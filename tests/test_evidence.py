@@ -65,3 +65,22 @@ def test_names_and_numbers_the_passages_lack_are_reported_missing(scorer, embedd
 def test_no_passages_no_evidence(scorer, embedder):
     evidence = scorer.score("Anything?", embedder.encode_query("Anything?"), [])
     assert (evidence.sentences, evidence.best, evidence.missing_entities) == ([], 0.0, [])
+
+
+def test_a_sentence_in_two_overlapping_chunks_is_a_candidate_once(scorer, embedder):
+    # One article, chunked with overlap: the second chunk starts mid-way through the first one's last
+    # sentence and repeats the sentence before it. Each stretch of the article is scored once, whole.
+    from dataclasses import replace
+
+    article = "Relations began in 1952. Seoul worries about North Korea. Cambodia must define that tie."
+    cut = article.index("Seoul")
+    first = make_passage(1, article[:article.index(" Cambodia")], start=0)
+    second = replace(make_passage(1, article[cut + 6:], start=cut + 6), chunk_id="doc1#1")
+    third = replace(make_passage(1, article[cut:], start=cut), chunk_id="doc1#2")
+    question = "What should Cambodia do about North Korea?"
+    found = scorer.score(question, embedder.encode_query(question), [first, second, third]).sentences
+    spans = [(s.start, s.end) for s in found]
+    assert len(spans) == len(set(spans)) == 3, found
+    assert {s.text for s in found} == {"Relations began in 1952.", "Seoul worries about North Korea.",
+                                       "Cambodia must define that tie."}
+    assert all(article[s.start:s.end] == s.text for s in found)

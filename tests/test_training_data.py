@@ -62,3 +62,27 @@ def test_the_trainer_finds_each_gold_sentence_and_drops_eval_duplicates(trainer,
             assert w < g + len(gold) and g < w + len(written), (q, written)
         else:
             assert q.paragraph == -1 and not q.answer
+
+
+def test_the_held_out_news_set_asks_only_held_out_articles_over_a_corpus_that_holds_them(trainer, tmp_path):
+    """``train/heldout_news.py``, the calibration set: the trainer's own held-out articles (never one it
+    trains on), each answerable question's evidence verbatim in the copied corpus, every eval article there."""
+    import subprocess
+
+    out = tmp_path / "heldout"
+    done = subprocess.run([sys.executable, str(ROOT / "train" / "heldout_news.py"), "--out", str(out), "--no-eval"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    news = trainer.load_news()
+    held = {d for i, d in enumerate(news.doc_ids) if i % trainer.Config.news_holdout_every == 0}
+    trained = set(news.doc_ids) - held
+    cases = [json.loads(line) for line in (out / "questions.jsonl").read_text().splitlines()]
+    corpus = {str(p.relative_to(out / "corpus")).removesuffix(".txt") for p in (out / "corpus").rglob("*.txt")}
+    evaluated = {line.strip().removesuffix(".txt") for line in trainer.NEWS_CORPUS.read_text().splitlines()
+                 if line.strip() and not line.startswith("#")}
+    assert len(cases) >= 500 and sum(c["type"] == "unanswerable" for c in cases) >= 100
+    assert evaluated | held == corpus and not corpus & trained
+    for c in cases:
+        for ev in c["evidence"]:
+            assert ev["doc_id"] in held
+            assert ev["quote"] in (out / "corpus" / f"{ev['doc_id']}.txt").read_text(encoding="utf-8", errors="replace")

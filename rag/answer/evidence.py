@@ -5,7 +5,7 @@ Shared by the abstention decision (is anything here good enough?) and the extrac
 
 1. a cheap prefilter ranks every sentence (idf-weighted question-term coverage, answer type, cosine:
    its own for the best ``embed_top``, its passage's for the rest);
-2. the answer selector (``rag.answer.selector``), a cross-encoder trained on SQuAD, reads the best
+2. the answer selector (``rag.answer.selector``), a cross-encoder trained on SQuAD then BBC news, reads the best
    ``candidates`` with their title and the sentence before, and gives P(this sentence answers).
    The score is ``selector_weight`` · P + the rest · the prefilter's score, halved for a date,
    amount or name question when the sentence holds none: it orders the answer and decides abstention.
@@ -137,6 +137,25 @@ def _combine(cosine: float, coverage: float, type_match: float, kind: str | None
     return score * STRICT_TYPE_PENALTY if kind in STRICT_TYPES and not type_match else score
 
 
+def _once(rough: list[_Rough], passages: list[Passage]) -> list[_Rough]:
+    """Each stretch of an article once: chunks overlap, so a sentence near a chunk edge comes back twice
+    (or cut short at the next chunk's start), and two copies would take two of the selector's few seats.
+    Of copies, the whole sentence wins, then the one read with its sentence before, then the better passage."""
+    def span(r: _Rough) -> tuple[str, int, int]:
+        return passages[r.passage].doc_id, passages[r.passage].start + r.start, passages[r.passage].start + r.end
+
+    preferred = sorted(rough, key=lambda r: (-(r.end - r.start), not r.prev, r.passage, r.start))
+    kept: dict[str, list[tuple[int, int]]] = {}
+    out = []
+    for r in preferred:
+        doc, start, end = span(r)
+        if any(s <= start and end <= e for s, e in kept.get(doc, [])):
+            continue
+        kept.setdefault(doc, []).append((start, end))
+        out.append(r)
+    return out
+
+
 class EvidenceScorer:
     """Scores the sentences of retrieved passages against a question.
 
@@ -203,6 +222,7 @@ class EvidenceScorer:
                     tm = _type_match(kind, text, question)
                     rough.append(_Rough(_combine(p.score, cov, tm, kind), i, s, e, text, prev, cov, tm))
                 context, prev = terms | title, text  # the sentence before, and the title, give half credit
+        rough = _once(rough, passages)
         rough.sort(key=lambda r: (-r.score, r.passage, r.start))
         missing = [e for e in entities(question) if _absent(e, seen_terms)]
         passage_numbers = set().union(*(numbers(p.text) for p in passages)) if passages else set()

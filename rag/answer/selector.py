@@ -1,4 +1,4 @@
-"""The answer selector: P(this sentence answers the question), from a cross-encoder trained on SQuAD.
+"""The answer selector: P(this sentence answers the question), from a cross-encoder trained on SQuAD and BBC news.
 
 The model reads the question paired with ``sentence | title | previous sentence`` (``candidate_text``),
 so a sentence whose subject or date sits in the sentence before can still count. It was fine-tuned
