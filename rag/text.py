@@ -35,6 +35,12 @@ QUESTION_WORDS = {"what", "which", "who", "whom", "whose", "when", "where", "why
 STOPWORDS = set(STOPWORDS_EN_PLUS) | QUESTION_WORDS
 _WORD = re.compile(r"(?u)\b\w\w+\b")  # bm25s's token pattern, so idf lookups line up
 _NUMBER = re.compile(r"\d[\d,.]*")
+# A count in words ("three fans were arrested", "twenty-five"), matched lowercase or opening a sentence;
+# not "one" ("one of the", "no one"), and not a capitalised one inside a sentence ("the Six Nations").
+_COUNT = (r"two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|"
+          r"seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|a dozen|dozens|"
+          r"hundreds|thousands|millions|billions")
+COUNT_WORDS = re.compile(rf"\b(?:{_COUNT})(?:-(?:{_COUNT}|one))?\b|^(?:{_COUNT.title()})(?:-(?:{_COUNT}|one))?\b")
 _ENTITY = re.compile(r"\b[A-Z][\w’'\-]*(?:\s+(?:of\s+|the\s+)?[A-Z][\w’'\-]*)*")
 _LINE = re.compile(r"[^\n]+")
 _SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*\s+")

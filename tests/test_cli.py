@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -73,7 +74,8 @@ def test_ask_json_and_chat_keep_history(bundled_index):
     turns = "What is the Cambodia-Korea Free Trade Agreement?\nWhen did it become law?\n\n"
     result = runner.invoke(app, ["chat", "--index", str(bundled_index)], input=turns)
     assert result.exit_code == 0, result.output
-    assert "searching for: When did the Cambodia-Korea Free Trade Agreement become law?" in result.output
+    # "it" read as the agreement ("the Cambodia-Korea …" or the bare name: whichever reading answers best)
+    assert re.search(r"searching for: When did (the )?Cambodia-Korea Free Trade Agreement become law\?", result.output)
     assert result.output.count("January 29, 2022") >= 2  # both answers quote it
 
     result = runner.invoke(app, ["ask", "   ", "--index", str(bundled_index)])

@@ -17,6 +17,12 @@ from tests.conftest import make_passage
     ("Who leads Cambodia's new government?", "person"),
     ("Where is the new embassy?", "place"),
     ("What is the CKFTA expected to do?", None),
+    # the first question word decides: a "when" clause later on asks nothing
+    ("How many ballot papers were found when police returned to the warehouse?", "quantity"),
+    ("Who was president of the association when it called for new powers?", "person"),
+    ("Where did the player who scored grow up?", "place"),
+    ("Of the MPs who rebelled, how many were Labour?", "quantity"),  # after the comma: the main clause
+    ("In which year did the plant that closed open?", "date"),
 ])
 def test_answer_type_of_a_question(question, kind):
     assert answer_type(question) == kind
@@ -84,3 +90,19 @@ def test_a_sentence_in_two_overlapping_chunks_is_a_candidate_once(scorer, embedd
     assert {s.text for s in found} == {"Relations began in 1952.", "Seoul worries about North Korea.",
                                        "Cambodia must define that tie."}
     assert all(article[s.start:s.end] == s.text for s in found)
+
+
+def test_of_two_copies_the_one_read_with_its_whole_sentence_before_is_kept():
+    from rag.answer.evidence import _once, _Rough
+
+    article = "Seoul worries about North Korea. Cambodia must define that tie."
+    cut = article.index("about")
+    chunks = [make_passage(1, article[cut:], start=cut), make_passage(1, article, start=0)]
+    tail = "Cambodia must define that tie."
+    rough = [_Rough(0.5, 0, chunks[0].text.index(tail), len(chunks[0].text), tail, "about North Korea.", 1, 0),
+             _Rough(0.5, 1, article.index(tail), len(article), tail, "Seoul worries about North Korea.", 1, 0),
+             _Rough(0.4, 0, 0, len("about North Korea."), "about North Korea.", "", 1, 0),
+             _Rough(0.4, 1, 0, len("Seoul worries about North Korea."), "Seoul worries about North Korea.", "", 1, 0)]
+    kept = _once(rough, chunks)
+    assert sorted((r.text, r.prev) for r in kept) == [("Cambodia must define that tie.", "Seoul worries about North Korea."),
+                                                      ("Seoul worries about North Korea.", "")]

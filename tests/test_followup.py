@@ -116,7 +116,7 @@ def test_two_turn_conversations_answer_the_follow_up(answerer, first, follow_up,
     one = answerer.answer(first)
     two = answerer.answer(follow_up, [Turn("user", first), Turn("assistant", one.answer)])
     assert two.standalone_question != follow_up
-    assert referent is None or referent in two.standalone_question and "population" not in two.standalone_question
+    assert referent is None or (referent in two.standalone_question and "population" not in two.standalone_question)
     assert not two.abstained, two.abstain_reason
     if fact:
         assert fact in two.answer, two.standalone_question

@@ -2,10 +2,13 @@
 
 Reproducible end to end on a 2-core CPU in about 90 minutes (README, "Answer selector"):
 
-    python train/answer_selector.py                      # data → training → int8 ONNX → validation
+    python train/answer_selector.py                      # data → SQuAD stage → news stage → int8 ONNX → validation
+    python train/answer_selector.py --no-news            # the SQuAD stage alone
     python train/answer_selector.py --validate-only      # re-run validation on the exported model
 
-Data: SQuAD v1.1 train (``../shared/data/squad``, CC BY-SA 4.0). Every 10th article (sorted by title)
+Data: SQuAD v1.1 train (``../shared/data/squad``, CC BY-SA 4.0), then questions written from BBC News
+articles outside the eval corpus (``train/data/news_questions.jsonl``, ``train/data/README.md``; the
+news stage below). SQuAD: every 10th article (sorted by title)
 is held out for validation; the model never sees it. For a training question:
 
 - positive: the sentence of its paragraph that holds the answer (questions whose answer offset is

@@ -28,18 +28,22 @@ sys.path.insert(0, str(ROOT / "train"))
 import answer_selector as trainer  # noqa: E402  (the held-out split is the trainer's own)
 
 
-def held_out_articles() -> list[str]:
+def held_out_articles() -> tuple[list[str], dict[str, str]]:
+    """The articles the trainer holds out (its own split), and what it drops."""
     news = trainer.load_news()
     every = trainer.Config.news_holdout_every
-    return [d for i, d in enumerate(news.doc_ids) if i % every == 0]
+    return [d for i, d in enumerate(news.doc_ids) if i % every == 0], news.dropped
 
 
-def write_questions(articles: list[str], path: Path) -> int:
-    """The held-out articles' questions in ``rag eval``'s format, the written evidence as the quote."""
+def write_questions(articles: list[str], dropped: dict[str, str], path: Path) -> int:
+    """The held-out articles' questions in ``rag eval``'s format, the written evidence as the quote; a
+    question the trainer drops (its evidence not found by the product's splitter) is dropped here too."""
     wanted, lines = set(articles), []
     for n, line in enumerate(trainer.NEWS_QUESTIONS.read_text(encoding="utf-8").splitlines()):
+        if not line.strip():
+            continue
         r = json.loads(line)
-        if r["doc_id"] not in wanted:
+        if r["doc_id"] not in wanted or f"{r['doc_id']}: {r['question']}" in dropped:
             continue
         if r.get("answer"):
             case = {"id": f"h{n:04d}", "type": r["type"], "question": r["question"], "answers": [r["answer"]],
@@ -69,20 +73,22 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("/tmp/heldout-news"), help="working folder")
     parser.add_argument("--no-eval", action="store_true", help="write the questions and corpus only")
     args = parser.parse_args()
-    articles = held_out_articles()
+    articles, dropped = held_out_articles()
     args.out.mkdir(parents=True, exist_ok=True)
     questions = args.out / "questions.jsonl"
-    n_questions = write_questions(articles, questions)
+    n_questions = write_questions(articles, dropped, questions)
     n_files = write_corpus(articles, args.out / "corpus")
     print(f"{n_questions} questions from {len(articles)} held-out articles; corpus of {n_files} articles in "
           f"{args.out / 'corpus'}", flush=True)
     if args.no_eval:
         return 0
+    out = args.out.resolve()
+    shutil.rmtree(out / "index", ignore_errors=True)  # a fresh index: the corpus may have changed
     rag = [sys.executable, "-m", "rag"]
-    subprocess.run([*rag, "ingest", str(args.out / "corpus"), "--index", str(args.out / "index")], check=True)
-    asked = [*rag, "eval", str(questions), "--index", str(args.out / "index")]
-    subprocess.run([*asked, "--report", str(args.out / "report"), "--no-plot"], check=True)  # the figures
-    return subprocess.run([*asked, "--calibrate"]).returncode  # the threshold sweep (asks them again)
+    subprocess.run([*rag, "ingest", str(out / "corpus"), "--index", str(out / "index")], check=True, cwd=ROOT)
+    asked = [*rag, "eval", str(questions.resolve()), "--index", str(out / "index")]
+    subprocess.run([*asked, "--report", str(out / "report"), "--no-plot"], check=True, cwd=ROOT)  # the figures
+    return subprocess.run([*asked, "--calibrate"], cwd=ROOT).returncode  # the threshold sweep (asks them again)
 
 
 if __name__ == "__main__":

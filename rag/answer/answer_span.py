@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from rag.text import content_terms, entities
+from rag.text import COUNT_WORDS, content_terms, entities
 
 _MONTH = r"(?:January|February|March|April|May|June|July|August|September|October|November|December)"
 _DATE = re.compile(rf"\b(?:\d{{1,2}}\s+{_MONTH}(?:\s+\d{{4}})?|{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+\d{{4}})?|"
@@ -14,7 +14,8 @@ _AMOUNT = re.compile(r"(?P<sign>[$£€¥]\s?)?(?P<number>\d[\d,.]*\d|\d)"
 
 
 def _quantity(sentence: str, question: str) -> tuple[int, int] | None:
-    """The first amount the question does not already state, with its currency sign and unit word."""
+    """The first amount the question does not already state, with its currency sign and unit word; a
+    count in words ("three fans") only when the sentence states no amount in figures."""
     asked = {n.rstrip(".,") for n in re.findall(r"\d[\d,.]*", question)}
     for m in _AMOUNT.finditer(sentence):
         number = m.group("number").rstrip(".,")
@@ -22,6 +23,10 @@ def _quantity(sentence: str, question: str) -> tuple[int, int] | None:
             continue  # a year is not an amount
         end = m.end() if m.group("unit") else m.start("number") + len(number)
         return m.start(), end
+    asked_words = {w.lower() for w in COUNT_WORDS.findall(question)}
+    for m in COUNT_WORDS.finditer(sentence):
+        if m.group(0).lower() not in asked_words:
+            return m.start(), m.end()
     return None
 
 

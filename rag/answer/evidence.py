@@ -27,7 +27,7 @@ from rag.answer.answer_span import answer_span
 from rag.answer.selector import AnswerSelector, Candidate
 from rag.embedding.cache import VectorCache
 from rag.records import Passage
-from rag.text import content_terms, entities, is_answer_like, numbers, sentence_head, split_sentences
+from rag.text import COUNT_WORDS, content_terms, entities, is_answer_like, numbers, sentence_head, split_sentences
 
 _YEAR_OR_DATE = re.compile(r"\b(1[89]\d\d|20\d\d)\b|\b(January|February|March|April|May|June|July|August|"
                            r"September|October|November|December)\b")
@@ -95,24 +95,41 @@ def _absent(name: str, seen: set[str]) -> bool:
     return bool(terms) and not terms <= seen
 
 
+_ASKS = {"date": re.compile(r"\b(when|what year|which year|what date|since when|how old|older|oldest|newer|newest)\b"),
+         "quantity": re.compile(r"\b(how many|how much|what percentage|what share|what amount|how large|how big|"
+                                r"what value)\b"),
+         "person": re.compile(r"\bwho\b"),
+         "place": re.compile(r"\bwhere\b")}
+
+
+# Where a main clause's question word stands: the start (after a preposition: "In which year"), or after a
+# comma or colon ("Of the MPs who rebelled, how many were Labour?").
+_CLAUSE_START = re.compile(r"(?:^|[,;:]\s*)(?:(?:in|on|at|by|for|from|of|since|to|during|until|and|so)\s+)?$")
+
+
 def answer_type(question: str) -> str | None:
+    """What kind of words answer the question. The question word of the main clause decides, since a
+    clause inside the question asks nothing ("How many papers were found when police returned?" wants a
+    number); with none at a clause start, the first kind found in the order date, amount, person, place.
+
+    Example:
+        >>> answer_type("Who was president when it called for new powers?")
+        'person'
+    """
     q = question.lower()
-    if re.search(r"\b(when|what year|which year|what date|since when|how old|older|oldest|newer|newest)\b", q):
-        return "date"
-    if re.search(r"\b(how many|how much|what percentage|what share|what amount|how large|how big|what value)\b", q):
-        return "quantity"
-    if re.search(r"\bwho\b", q):
-        return "person"
-    if re.search(r"\bwhere\b", q):
-        return "place"
-    return None
+    found = [(m.start(), kind) for kind, pattern in _ASKS.items() for m in pattern.finditer(q)]
+    leading = [(at, kind) for at, kind in found if _CLAUSE_START.search(q[:at])]
+    if leading:
+        return min(leading)[1]
+    kinds = {kind for _, kind in found}
+    return next((kind for kind in _ASKS if kind in kinds), None)
 
 
 def _type_match(kind: str | None, sentence: str, question: str) -> float:
     if kind == "date":
         return float(bool(_YEAR_OR_DATE.search(sentence)))
     if kind == "quantity":
-        return float(bool(_QUANTITY.search(sentence)))
+        return float(bool(_QUANTITY.search(sentence) or COUNT_WORDS.search(sentence)))
     if kind in {"person", "place"}:
         asked = {w.lower() for e in entities(question) for w in e.split()}
         return float(any(w.lower() not in asked for e in entities(sentence) for w in e.split()))
@@ -140,11 +157,12 @@ def _combine(cosine: float, coverage: float, type_match: float, kind: str | None
 def _once(rough: list[_Rough], passages: list[Passage]) -> list[_Rough]:
     """Each stretch of an article once: chunks overlap, so a sentence near a chunk edge comes back twice
     (or cut short at the next chunk's start), and two copies would take two of the selector's few seats.
-    Of copies, the whole sentence wins, then the one read with its sentence before, then the better passage."""
+    Of copies, the whole sentence wins, then the one read with the longer sentence before (a chunk may start
+    mid-sentence), then the better passage."""
     def span(r: _Rough) -> tuple[str, int, int]:
         return passages[r.passage].doc_id, passages[r.passage].start + r.start, passages[r.passage].start + r.end
 
-    preferred = sorted(rough, key=lambda r: (-(r.end - r.start), not r.prev, r.passage, r.start))
+    preferred = sorted(rough, key=lambda r: (-(r.end - r.start), -len(r.prev), r.passage, r.start))
     kept: dict[str, list[tuple[int, int]]] = {}
     out = []
     for r in preferred:
