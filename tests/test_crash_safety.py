@@ -383,7 +383,9 @@ class TestKilledIngest:
             new = _state(root)
             assert after_kill in (old, new), f"kill {n} at {moment} ({phases[-1]}): neither old nor new"
             assert old != new and new[0] == len(corpus.present)
-            assert not list(root.glob(".staging-*")) and len(list(root.glob("gen-*"))) <= 2
+            assert not list(root.glob(".staging-*")) and len(list(root.glob("gen-*"))) <= 2, (
+                n, moment, phases, writer.named_by_current(root), live, sorted(p.name for p in root.iterdir()),
+                {g.name: sorted(x.name for x in g.iterdir()) for g in root.glob("gen-*")})
         print(f"\none uninterrupted run: {timeline.lifetime:.1f}s (ingest from {timeline.working:.1f}s, staging "
               f"from {timeline.staging:.1f}s, published at {timeline.published:.1f}s); killed at: "
               + ", ".join(f"{p} x{phases.count(p)}" for p in dict.fromkeys(phases)))
